@@ -1,0 +1,1 @@
+//! Pure image transforms with torchvision semantics, and the patch sampler ([`patches`]).

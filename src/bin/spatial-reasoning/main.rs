@@ -1,0 +1,43 @@
+//! The `spatial-reasoning` command line. Each subcommand lives in its own module; the library
+//! does the work, this binary only parses arguments and prints.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod data;
+mod info;
+mod patches;
+
+#[derive(Parser)]
+#[command(name = "spatial-reasoning", version, about = "Relational + spatial reasoning for self-supervised visual representation learning")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Crate version, compiled features, thread count; with --backbone, its parameter count.
+    Info(info::Args),
+    /// Verify or preview a dataset.
+    #[command(subcommand)]
+    Data(data::Command),
+    /// Sample patch positions (JSON lines) or draw them on real images.
+    Patches(patches::Args),
+    /// Time training or inference steps of a backbone.
+    Bench(bench::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => info::run(a),
+        Command::Data(c) => data::run(c),
+        Command::Patches(a) => patches::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,797 @@
+//! Experiment configuration: one serde struct per concern, `Default` = `../shared/SPEC.md`.
+//!
+//! A raw [`Config`] (as parsed from TOML, possibly with `--set section.key=value` overrides) is
+//! turned into a [`ValidConfig`] by [`Config::check`], which reports the first invalid condition as
+//! a named [`ConfigError`]. Nothing downstream of training accepts an unchecked config.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::models::BackboneKind;
+
+/// Which dataset to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    /// The generated "parts" dataset: no download needed.
+    Synthetic,
+    Cifar10,
+    /// CIFAR-100 with its 100 fine labels.
+    Cifar100,
+    /// CIFAR-100 with its 20 coarse labels.
+    Cifar100Coarse,
+    Stl10,
+    TinyImagenet,
+}
+
+impl DatasetKind {
+    pub const ALL: [DatasetKind; 6] = [
+        Self::Synthetic,
+        Self::Cifar10,
+        Self::Cifar100,
+        Self::Cifar100Coarse,
+        Self::Stl10,
+        Self::TinyImagenet,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Synthetic => "synthetic",
+            Self::Cifar10 => "cifar10",
+            Self::Cifar100 => "cifar100",
+            Self::Cifar100Coarse => "cifar100-coarse",
+            Self::Stl10 => "stl10",
+            Self::TinyImagenet => "tiny-imagenet",
+        }
+    }
+    /// Native image side of the dataset.
+    pub fn native_size(self) -> usize {
+        match self {
+            Self::Synthetic | Self::Cifar10 | Self::Cifar100 | Self::Cifar100Coarse => 32,
+            Self::Stl10 => 96,
+            Self::TinyImagenet => 64,
+        }
+    }
+}
+
+impl std::str::FromStr for DatasetKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown dataset `{s}` (expected one of {})", names.join(", "))
+        })
+    }
+}
+
+/// How a patch is turned into a backbone input (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PatchMode {
+    /// Resize the p×p region (bilinear) to the input size.
+    Zoom,
+    /// Paste the p×p region at a random place on an all-zero canvas.
+    Additive,
+}
+
+/// Whether patches of one image may overlap (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverlapRule {
+    /// Every pair satisfies |Δrow| ≥ p or |Δcol| ≥ p (our decision, the paper's claim).
+    Forbidden,
+    /// The authors' sampler: compares a patch's row with its own column, so overlaps happen.
+    Allowed,
+}
+
+/// Which pairs carry the distance MSE term (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetPolicy {
+    /// The authors' code: every pair; (0,0) for positive image pairs, (1,1) for negatives.
+    Reference,
+    /// Only positive patch pairs.
+    PositivePatchesOnly,
+}
+
+/// Relation loss on the same/different logit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelationLoss {
+    Bce,
+    Focal,
+}
+
+/// How two features are aggregated into one pair vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregation {
+    Cat,
+    Sum,
+    Mean,
+    Max,
+}
+
+/// What to do when a loss or gradient is not finite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NonFinitePolicy {
+    /// Stop with an error, keeping the last good checkpoint.
+    Stop,
+    /// Skip the step (no update) and count it.
+    Skip,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    pub dataset: DatasetKind,
+    /// Data root; `None` = `$SPATIAL_REASONING_DATA` or `./data`.
+    pub root: Option<PathBuf>,
+    /// Side of the backbone input in pixels (views are cropped/resized to it).
+    pub image_size: usize,
+    /// Synthetic dataset: number of training images.
+    pub train_size: usize,
+    /// Synthetic dataset: number of test images.
+    pub test_size: usize,
+    /// Synthetic dataset: generator seed (independent of the training seed).
+    pub synthetic_seed: u64,
+    /// Use only the first N training images (0 = all); handy for quick runs on real data.
+    pub train_limit: usize,
+    /// Data-pipeline worker threads (0 = the number of cores).
+    pub workers: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: DatasetKind::Cifar10,
+            root: None,
+            image_size: 32,
+            train_size: 10_000,
+            test_size: 2_000,
+            synthetic_seed: 0,
+            train_limit: 0,
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackboneConfig {
+    pub name: BackboneKind,
+}
+
+impl Default for BackboneConfig {
+    fn default() -> Self {
+        Self {
+            name: BackboneKind::Resnet32,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MethodConfig {
+    /// Augmented views per image (K).
+    pub views: usize,
+    /// Patches per image (P); 0 with `alpha = 0` is plain relational reasoning.
+    pub patches: usize,
+    /// Patch side p in original-image pixels; 0 = round(0.375 · image side).
+    pub patch_size: usize,
+    pub patch_mode: PatchMode,
+    pub overlap: OverlapRule,
+    /// Weight α of the distance MSE.
+    pub alpha: f32,
+    pub target_policy: TargetPolicy,
+    pub aggregation: Aggregation,
+    pub loss: RelationLoss,
+    pub focal_gamma: f32,
+    pub focal_alpha: f32,
+    /// Hidden width of the relation head.
+    pub head_hidden: usize,
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        Self {
+            views: 4,
+            patches: 2,
+            patch_size: 0,
+            patch_mode: PatchMode::Zoom,
+            overlap: OverlapRule::Forbidden,
+            alpha: 1.0,
+            target_policy: TargetPolicy::Reference,
+            aggregation: Aggregation::Cat,
+            loss: RelationLoss::Bce,
+            focal_gamma: 2.0,
+            focal_alpha: 0.5,
+            head_hidden: 256,
+        }
+    }
+}
+
+impl MethodConfig {
+    /// True when this is relational reasoning alone (no patches, no distance term).
+    pub fn is_rr(&self) -> bool {
+        self.patches == 0
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    pub name: OptimizerKind,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// SGD momentum (ignored by Adam).
+    pub momentum: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            name: OptimizerKind::Adam,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.9,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    /// Source images per step (B).
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Write a metrics row every N steps.
+    pub log_every: usize,
+    /// Write a checkpoint every N steps (0 = only at epoch ends).
+    pub checkpoint_every: usize,
+    /// Compute threads (0 = the number of cores).
+    pub threads: usize,
+    pub nonfinite: NonFinitePolicy,
+    /// Stop after this many steps in total (0 = no limit); for smoke runs.
+    pub max_steps: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 200,
+            batch_size: 128,
+            seed: 1,
+            log_every: 20,
+            checkpoint_every: 0,
+            threads: 0,
+            nonfinite: NonFinitePolicy::Stop,
+            max_steps: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    pub linear_epochs: usize,
+    pub linear_batch: usize,
+    pub linear_lr: f64,
+    pub knn_k: usize,
+    pub knn_temperature: f32,
+    /// Patch counts n for the patch-concatenated probe (0 = plain feature).
+    pub probe_patches: Vec<usize>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            linear_epochs: 100,
+            linear_batch: 128,
+            linear_lr: 1e-3,
+            knn_k: 200,
+            knn_temperature: 0.1,
+            probe_patches: vec![0],
+        }
+    }
+}
+
+/// A whole experiment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data: DataConfig,
+    pub backbone: BackboneConfig,
+    pub method: MethodConfig,
+    pub optim: OptimConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+}
+
+/// One invalid condition, named, with the key and the allowed range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("--set {arg}: expected section.key=value")]
+    BadOverride { arg: String },
+    #[error("--set {key}: {message}")]
+    Override { key: String, message: String },
+    #[error("data.image_size = {0}: must be at least 8")]
+    ImageSize(usize),
+    #[error("data.train_size = {0}: must be at least 2")]
+    TrainSize(usize),
+    #[error("data.test_size = {0}: must be at least 1")]
+    TestSize(usize),
+    #[error("method.views = {0}: K must be at least 2")]
+    Views(usize),
+    #[error("method.patches = {0}: P must be 0 or at least 2 (pairs need two patches)")]
+    Patches(usize),
+    #[error("method.patch_size = {patch}: must be smaller than data.image_size = {image}")]
+    PatchTooLarge { patch: usize, image: usize },
+    #[error(
+        "method.patches = {count} patches of side method.patch_size = {patch} cannot be placed without overlap in a {image}×{image} image (at most {max} fit)"
+    )]
+    PatchesDoNotFit {
+        count: usize,
+        patch: usize,
+        image: usize,
+        max: usize,
+    },
+    #[error("method.alpha = {0}: must be finite and ≥ 0")]
+    Alpha(f32),
+    #[error("method.alpha = {0}: a distance term needs patches (method.patches ≥ 2)")]
+    AlphaWithoutPatches(f32),
+    #[error("method.focal_gamma = {0}: must be finite and ≥ 0")]
+    FocalGamma(f32),
+    #[error("method.focal_alpha = {0}: must lie in [0, 1]")]
+    FocalAlpha(f32),
+    #[error("method.head_hidden = {0}: must be at least 1")]
+    HeadHidden(usize),
+    #[error("optim.lr = {0}: must be finite and > 0")]
+    LearningRate(f64),
+    #[error("optim.{key} = {value}: must lie in [0, 1)")]
+    Beta { key: &'static str, value: f64 },
+    #[error("optim.eps = {0}: must be finite and > 0")]
+    Eps(f64),
+    #[error("optim.weight_decay = {0}: must be finite and ≥ 0")]
+    WeightDecay(f64),
+    #[error("optim.momentum = {0}: must lie in [0, 1)")]
+    Momentum(f64),
+    #[error("train.epochs = {0}: must be at least 1")]
+    Epochs(usize),
+    #[error("train.batch_size = {0}: B must be at least 2 (negatives pair different images)")]
+    BatchSize(usize),
+    #[error("train.batch_size = {batch}: larger than the {train} training images")]
+    BatchLargerThanData { batch: usize, train: usize },
+    #[error("train.log_every = 0: must be at least 1")]
+    LogEvery,
+    #[error("eval.linear_epochs = 0: must be at least 1")]
+    LinearEpochs,
+    #[error("eval.linear_batch = {0}: must be at least 1")]
+    LinearBatch(usize),
+    #[error("eval.linear_lr = {0}: must be finite and > 0")]
+    LinearLr(f64),
+    #[error("eval.knn_k = 0: must be at least 1")]
+    KnnK,
+    #[error("eval.knn_temperature = {0}: must be finite and > 0")]
+    KnnTemperature(f32),
+    #[error("eval.probe_patches contains {0}: allowed values are 0, 1, 3, 5, 7, 9")]
+    ProbePatches(usize),
+}
+
+/// A configuration that passed [`Config::check`]. Derefs to the raw config; the resolved values
+/// (patch side, data root) are fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidConfig {
+    raw: Config,
+    /// Patch side in original-image pixels (resolved from `patch_size = 0`).
+    pub patch_size: usize,
+}
+
+impl std::ops::Deref for ValidConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.raw
+    }
+}
+
+impl ValidConfig {
+    pub fn raw(&self) -> &Config {
+        &self.raw
+    }
+    /// Data root: `data.root`, else `$SPATIAL_REASONING_DATA`, else `./data`.
+    pub fn data_root(&self) -> PathBuf {
+        resolve_data_root(self.raw.data.root.as_deref())
+    }
+}
+
+/// Data root resolution shared by the CLI and configs: explicit, else `$SPATIAL_REASONING_DATA`,
+/// else `./data`.
+pub fn resolve_data_root(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("SPATIAL_REASONING_DATA") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("./data"),
+    }
+}
+
+/// The default patch side for an image side S: round(0.375·S) (SPEC §3 decision).
+pub fn default_patch_size(image_size: usize) -> usize {
+    ((image_size as f64) * 0.375).round() as usize
+}
+
+/// The largest number of p×p patches that can be placed without overlap in an S×S image:
+/// a grid packing of ⌊S/p⌋² is optimal for axis-aligned squares of equal side (any two
+/// non-overlapping squares with positions in [0, S−p] need separation p on some axis, and a
+/// pigeonhole argument over the ⌊S/p⌋ strips on each axis bounds the count).
+pub fn max_non_overlapping(image: usize, patch: usize) -> usize {
+    if patch == 0 || patch > image {
+        return 0;
+    }
+    let per_side = image / patch;
+    per_side * per_side
+}
+
+const PROBE_N: [usize; 6] = [0, 1, 3, 5, 7, 9];
+
+impl Config {
+    /// Parse a TOML file. Unknown keys are errors that name the key.
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<config>".into(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).expect("a Config always serialises")
+    }
+
+    /// Apply `section.key=value` overrides. The value is parsed as a TOML value (so `1e-3`,
+    /// `true`, `[0, 9]` and `"zoom"` work); a bare word that is not valid TOML is taken as a
+    /// string (`method.patch_mode=additive`).
+    pub fn apply_overrides<S: AsRef<str>>(&self, overrides: &[S]) -> Result<Self, ConfigError> {
+        let mut doc = toml::Value::try_from(self).expect("a Config always serialises");
+        for arg in overrides {
+            let arg = arg.as_ref();
+            let (key, value) = arg.split_once('=').ok_or_else(|| ConfigError::BadOverride {
+                arg: arg.to_string(),
+            })?;
+            let key = key.trim();
+            let parts: Vec<&str> = key.split('.').collect();
+            if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+                return Err(ConfigError::BadOverride {
+                    arg: arg.to_string(),
+                });
+            }
+            let parsed = parse_value(value.trim());
+            let table = doc
+                .as_table_mut()
+                .and_then(|t| t.get_mut(parts[0]))
+                .and_then(|s| s.as_table_mut())
+                .ok_or_else(|| ConfigError::Override {
+                    key: key.to_string(),
+                    message: format!(
+                        "unknown section `{}` (expected data, backbone, method, optim, train, eval)",
+                        parts[0]
+                    ),
+                })?;
+            table.insert(parts[1].to_string(), parsed);
+        }
+        doc.try_into().map_err(|e: toml::de::Error| ConfigError::Override {
+            key: overrides
+                .iter()
+                .map(|s| s.as_ref().split('=').next().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// Validate into a [`ValidConfig`], reporting the first invalid condition.
+    pub fn check(self) -> Result<ValidConfig, ConfigError> {
+        let d = &self.data;
+        if d.image_size < 8 {
+            return Err(ConfigError::ImageSize(d.image_size));
+        }
+        if d.dataset == DatasetKind::Synthetic {
+            if d.train_size < 2 {
+                return Err(ConfigError::TrainSize(d.train_size));
+            }
+            if d.test_size < 1 {
+                return Err(ConfigError::TestSize(d.test_size));
+            }
+        }
+        let m = &self.method;
+        if m.views < 2 {
+            return Err(ConfigError::Views(m.views));
+        }
+        if m.patches == 1 {
+            return Err(ConfigError::Patches(m.patches));
+        }
+        let patch_size = if m.patch_size == 0 {
+            default_patch_size(d.image_size)
+        } else {
+            m.patch_size
+        };
+        if m.patches > 0 {
+            if patch_size >= d.image_size {
+                return Err(ConfigError::PatchTooLarge {
+                    patch: patch_size,
+                    image: d.image_size,
+                });
+            }
+            if m.overlap == OverlapRule::Forbidden {
+                let max = max_non_overlapping(d.image_size, patch_size);
+                if m.patches > max {
+                    return Err(ConfigError::PatchesDoNotFit {
+                        count: m.patches,
+                        patch: patch_size,
+                        image: d.image_size,
+                        max,
+                    });
+                }
+            }
+        }
+        if !(m.alpha.is_finite() && m.alpha >= 0.0) {
+            return Err(ConfigError::Alpha(m.alpha));
+        }
+        if m.alpha > 0.0 && m.patches == 0 {
+            return Err(ConfigError::AlphaWithoutPatches(m.alpha));
+        }
+        if !(m.focal_gamma.is_finite() && m.focal_gamma >= 0.0) {
+            return Err(ConfigError::FocalGamma(m.focal_gamma));
+        }
+        if !(0.0..=1.0).contains(&m.focal_alpha) {
+            return Err(ConfigError::FocalAlpha(m.focal_alpha));
+        }
+        if m.head_hidden == 0 {
+            return Err(ConfigError::HeadHidden(m.head_hidden));
+        }
+        let o = &self.optim;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return Err(ConfigError::LearningRate(o.lr));
+        }
+        for (key, value) in [("beta1", o.beta1), ("beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(ConfigError::Beta { key, value });
+            }
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return Err(ConfigError::Eps(o.eps));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(ConfigError::WeightDecay(o.weight_decay));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(ConfigError::Momentum(o.momentum));
+        }
+        let t = &self.train;
+        if t.epochs == 0 {
+            return Err(ConfigError::Epochs(t.epochs));
+        }
+        if t.batch_size < 2 {
+            return Err(ConfigError::BatchSize(t.batch_size));
+        }
+        if d.dataset == DatasetKind::Synthetic && t.batch_size > d.train_size {
+            return Err(ConfigError::BatchLargerThanData {
+                batch: t.batch_size,
+                train: d.train_size,
+            });
+        }
+        if d.train_limit != 0 && t.batch_size > d.train_limit {
+            return Err(ConfigError::BatchLargerThanData {
+                batch: t.batch_size,
+                train: d.train_limit,
+            });
+        }
+        if t.log_every == 0 {
+            return Err(ConfigError::LogEvery);
+        }
+        let e = &self.eval;
+        if e.linear_epochs == 0 {
+            return Err(ConfigError::LinearEpochs);
+        }
+        if e.linear_batch == 0 {
+            return Err(ConfigError::LinearBatch(e.linear_batch));
+        }
+        if !(e.linear_lr.is_finite() && e.linear_lr > 0.0) {
+            return Err(ConfigError::LinearLr(e.linear_lr));
+        }
+        if e.knn_k == 0 {
+            return Err(ConfigError::KnnK);
+        }
+        if !(e.knn_temperature.is_finite() && e.knn_temperature > 0.0) {
+            return Err(ConfigError::KnnTemperature(e.knn_temperature));
+        }
+        if let Some(&n) = e.probe_patches.iter().find(|n| !PROBE_N.contains(n)) {
+            return Err(ConfigError::ProbePatches(n));
+        }
+        Ok(ValidConfig {
+            raw: self,
+            patch_size,
+        })
+    }
+}
+
+fn parse_value(text: &str) -> toml::Value {
+    // Parse as the right-hand side of a TOML assignment; fall back to a plain string.
+    match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+        Ok(mut t) => t.remove("v").expect("key v was just written"),
+        Err(_) => toml::Value::String(text.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config::default()
+    }
+
+    #[test]
+    fn default_matches_spec_and_is_valid() {
+        let c = valid().check().unwrap();
+        assert_eq!(c.optim.lr, 1e-3);
+        assert_eq!(c.method.views, 4);
+        assert_eq!(c.train.batch_size, 128);
+        assert_eq!(c.patch_size, 12, "round(0.375 * 32)");
+        assert_eq!(default_patch_size(64), 24);
+        assert_eq!(default_patch_size(96), 36);
+    }
+
+    #[test]
+    fn overrides_parse_values_and_bare_words() {
+        let c = valid()
+            .apply_overrides(&[
+                "optim.lr=5e-4",
+                "method.patch_mode=additive",
+                "eval.probe_patches=[0, 9]",
+                "backbone.name=conv4",
+            ])
+            .unwrap();
+        assert_eq!(c.optim.lr, 5e-4);
+        assert_eq!(c.method.patch_mode, PatchMode::Additive);
+        assert_eq!(c.eval.probe_patches, vec![0, 9]);
+        assert_eq!(c.backbone.name, BackboneKind::Conv4);
+    }
+
+    #[test]
+    fn unknown_keys_and_values_are_named() {
+        let e = valid().apply_overrides(&["optim.lrr=1"]).unwrap_err();
+        assert!(e.to_string().contains("lrr"), "{e}");
+        let e = valid().apply_overrides(&["backbone.name=resnet9"]).unwrap_err();
+        assert!(e.to_string().contains("resnet9"), "{e}");
+        let e = valid().apply_overrides(&["nosection.x=1"]).unwrap_err();
+        assert!(e.to_string().contains("nosection"), "{e}");
+        let e = Config::from_toml_str("[train]\nepoch = 3\n").unwrap_err();
+        assert!(e.to_string().contains("epoch"), "{e}");
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let c = valid();
+        let back = Config::from_toml_str(&c.to_toml_string()).unwrap();
+        assert_eq!(c, back);
+    }
+
+    fn err(overrides: &[&str]) -> ConfigError {
+        valid().apply_overrides(overrides).unwrap().check().unwrap_err()
+    }
+
+    #[test]
+    fn one_error_per_invalid_condition() {
+        use ConfigError as E;
+        assert!(matches!(err(&["data.image_size=4"]), E::ImageSize(4)));
+        assert!(matches!(
+            err(&["data.dataset=synthetic", "data.train_size=1"]),
+            E::TrainSize(1)
+        ));
+        assert!(matches!(
+            err(&["data.dataset=synthetic", "data.test_size=0"]),
+            E::TestSize(0)
+        ));
+        assert!(matches!(err(&["method.views=1"]), E::Views(1)));
+        assert!(matches!(err(&["method.patches=1"]), E::Patches(1)));
+        assert!(matches!(
+            err(&["method.patch_size=32"]),
+            E::PatchTooLarge { .. }
+        ));
+        assert!(matches!(
+            err(&["method.patches=5", "method.patch_size=20"]),
+            E::PatchesDoNotFit { max: 1, .. }
+        ));
+        assert!(matches!(err(&["method.alpha=-1"]), E::Alpha(_)));
+        assert!(matches!(
+            err(&["method.patches=0"]),
+            E::AlphaWithoutPatches(_)
+        ));
+        assert!(matches!(err(&["method.focal_gamma=-1"]), E::FocalGamma(_)));
+        assert!(matches!(err(&["method.focal_alpha=2"]), E::FocalAlpha(_)));
+        assert!(matches!(err(&["method.head_hidden=0"]), E::HeadHidden(0)));
+        assert!(matches!(err(&["optim.lr=-0.1"]), E::LearningRate(_)));
+        assert!(matches!(err(&["optim.beta2=1"]), E::Beta { key: "beta2", .. }));
+        assert!(matches!(err(&["optim.eps=0"]), E::Eps(_)));
+        assert!(matches!(err(&["optim.weight_decay=-1"]), E::WeightDecay(_)));
+        assert!(matches!(err(&["optim.momentum=1.5"]), E::Momentum(_)));
+        assert!(matches!(err(&["train.epochs=0"]), E::Epochs(0)));
+        assert!(matches!(err(&["train.batch_size=1"]), E::BatchSize(1)));
+        assert!(matches!(
+            err(&["data.dataset=synthetic", "data.train_size=100", "train.batch_size=128"]),
+            E::BatchLargerThanData { .. }
+        ));
+        assert!(matches!(err(&["train.log_every=0"]), E::LogEvery));
+        assert!(matches!(err(&["eval.linear_epochs=0"]), E::LinearEpochs));
+        assert!(matches!(err(&["eval.linear_batch=0"]), E::LinearBatch(0)));
+        assert!(matches!(err(&["eval.linear_lr=0"]), E::LinearLr(_)));
+        assert!(matches!(err(&["eval.knn_k=0"]), E::KnnK));
+        assert!(matches!(
+            err(&["eval.knn_temperature=0"]),
+            E::KnnTemperature(_)
+        ));
+        assert!(matches!(
+            err(&["eval.probe_patches=[0, 4]"]),
+            E::ProbePatches(4)
+        ));
+        assert!(matches!(
+            valid().apply_overrides(&["novalue"]).unwrap_err(),
+            E::BadOverride { .. }
+        ));
+    }
+
+    #[test]
+    fn rr_is_sr_with_no_patches_and_zero_alpha() {
+        let c = valid()
+            .apply_overrides(&["method.patches=0", "method.alpha=0"])
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(c.method.is_rr());
+    }
+
+    #[test]
+    fn overlapping_rule_skips_the_fit_check() {
+        valid()
+            .apply_overrides(&[
+                "method.patches=5",
+                "method.patch_size=20",
+                "method.overlap=allowed",
+            ])
+            .unwrap()
+            .check()
+            .unwrap();
+    }
+}
