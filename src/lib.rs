@@ -16,6 +16,7 @@ pub mod config;
 pub mod data;
 pub mod models;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 
 /// The CPU device every example and test uses; `Cuda` with the `cuda` feature.
