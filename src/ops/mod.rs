@@ -1,1 +1,214 @@
-//! The crate's own tensor ops on dfdx's gradient tape: conv2d, fused batch-norm, pooling.
+//! The crate's own tensor ops on dfdx's gradient tape: conv2d, fused batch-norm (+ReLU), pooling.
+//!
+//! dfdx 0.13 on stable Rust has no 2-D convolution or pooling, and its `BatchNorm2D` is ten
+//! unfused ops. The ops here fill that gap. Each has two implementations:
+//!
+//! - [`cpu`]: a fast path for [`Cpu`] (im2col + the `gemm` crate's AVX-512/AVX2 kernels, rayon
+//!   over the batch or over channel planes, thread-local scratch buffers), registered on the tape
+//!   with `Tape::add_backward_op`;
+//! - [`generic`]: the same maths composed of dfdx's own ops (gather + matmul for conv,
+//!   reductions + broadcasts for batch-norm), so it runs on any dfdx device, CUDA included.
+//!
+//! [`OpsDevice`] picks one per device: `Cpu` uses the fast path, `Cuda` (feature `cuda`) the
+//! generic path. Both stay callable directly (`ops::cpu::conv2d`, `ops::generic::conv2d`), which
+//! is how the tests check them against each other and against finite differences.
+//!
+//! All activations are NCHW, [`Act<C, D, T>`] = `(batch, Const<C>, height, width)`, batch and
+//! spatial sizes at run time. Inputs may be any layout: the fast path makes them contiguous first
+//! (free when they already are).
+//!
+//! Precondition (checked with `assert!`, as dfdx does for shapes): the spatial size must be at
+//! least the kernel/window size after padding, so every output has at least one pixel.
+
+pub mod cpu;
+pub mod generic;
+
+use dfdx::prelude::*;
+
+/// An NCHW activation: `(batch, C, height, width)`.
+pub type Act<const C: usize, D, T = NoneTape> = Tensor<(usize, Const<C>, usize, usize), f32, D, T>;
+
+/// A convolution weight, PyTorch layout `(out, in, k, k)`.
+pub type ConvWeight<const O: usize, const I: usize, const K: usize, D> =
+    Tensor<(Const<O>, Const<I>, Const<K>, Const<K>), f32, D>;
+
+/// A per-channel vector (batch-norm weight, bias, running statistics).
+pub type Channels<const C: usize, D> = Tensor<Rank1<C>, f32, D>;
+
+/// Batch-norm momentum (PyTorch convention: `running = (1 - m)·running + m·batch`).
+pub const BN_MOMENTUM: f32 = 0.1;
+/// Batch-norm epsilon added to the variance.
+pub const BN_EPS: f32 = 1e-5;
+
+/// Which statistics batch-norm normalises with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BnMode {
+    /// Batch statistics (biased variance); running statistics are updated with
+    /// [`BN_MOMENTUM`] and the *unbiased* batch variance, as PyTorch does.
+    Train,
+    /// Running statistics; nothing is updated.
+    Eval,
+}
+
+/// Batch-norm tensors of one layer, borrowed for one forward call.
+pub struct BnParams<'a, const C: usize, D: Storage<f32>> {
+    /// Scale γ, shape `(C,)`.
+    pub weight: &'a Channels<C, D>,
+    /// Shift β, shape `(C,)`.
+    pub bias: &'a Channels<C, D>,
+    /// Running mean, shape `(C,)`; updated in [`BnMode::Train`].
+    pub running_mean: &'a mut Channels<C, D>,
+    /// Running (unbiased) variance, shape `(C,)`; updated in [`BnMode::Train`].
+    pub running_var: &'a mut Channels<C, D>,
+}
+
+/// Output size of a convolution or pooling window along one axis.
+///
+/// # Panics
+/// If the padded input is smaller than the kernel.
+pub fn out_size(input: usize, kernel: usize, stride: usize, padding: usize) -> usize {
+    assert!(stride > 0, "stride must be positive");
+    assert!(
+        input + 2 * padding >= kernel,
+        "spatial size {input} (+2·padding {padding}) is smaller than the kernel {kernel}"
+    );
+    (input + 2 * padding - kernel) / stride + 1
+}
+
+/// A dfdx device with the crate's ops. `Cpu` overrides every method with the fast path;
+/// other devices use the defaults, which are the [`generic`] path.
+pub trait OpsDevice: Device<f32> + Send + Sync {
+    /// 2-D convolution, no bias, square kernel `K`, zero padding.
+    ///
+    /// # Shapes
+    /// `x: (B, I, H, W)`, `w: (O, I, K, K)` → `(B, O, (H + 2p − K)/s + 1, (W + 2p − K)/s + 1)`
+    fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Self>>(
+        x: Act<I, Self, T>,
+        w: &ConvWeight<O, I, K, Self>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Act<O, Self, T>, Self::Err> {
+        generic::conv2d(x, w, stride, padding)
+    }
+
+    /// Batch-norm over (batch, height, width) per channel, optionally followed by ReLU.
+    ///
+    /// # Shapes
+    /// `x: (B, C, H, W)` → `(B, C, H, W)`
+    fn batch_norm2d<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+        bn: BnParams<'_, C, Self>,
+        mode: BnMode,
+        relu: bool,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        generic::batch_norm2d(x, bn, mode, relu)
+    }
+
+    /// 2×2 average pooling, stride 2 (odd trailing rows/columns are dropped, like PyTorch).
+    ///
+    /// # Shapes
+    /// `(B, C, H, W)` → `(B, C, H/2, W/2)`
+    fn avg_pool2x2<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        generic::avg_pool2x2(x)
+    }
+
+    /// 2×2 max pooling, stride 2.
+    ///
+    /// # Shapes
+    /// `(B, C, H, W)` → `(B, C, H/2, W/2)`
+    fn max_pool2x2<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        generic::max_pool2x2(x)
+    }
+
+    /// Global average pooling.
+    ///
+    /// # Shapes
+    /// `(B, C, H, W)` → `(B, C)`
+    fn global_avg_pool<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+    ) -> Result<Tensor<(usize, Const<C>), f32, Self, T>, Self::Err> {
+        generic::global_avg_pool(x)
+    }
+}
+
+impl OpsDevice for Cpu {
+    fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Self>>(
+        x: Act<I, Self, T>,
+        w: &ConvWeight<O, I, K, Self>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Act<O, Self, T>, Self::Err> {
+        cpu::conv2d(x, w, stride, padding)
+    }
+    fn batch_norm2d<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+        bn: BnParams<'_, C, Self>,
+        mode: BnMode,
+        relu: bool,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        cpu::batch_norm2d(x, bn, mode, relu)
+    }
+    fn avg_pool2x2<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        cpu::avg_pool2x2(x)
+    }
+    fn max_pool2x2<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        cpu::max_pool2x2(x)
+    }
+    fn global_avg_pool<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+    ) -> Result<Tensor<(usize, Const<C>), f32, Self, T>, Self::Err> {
+        cpu::global_avg_pool(x)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl OpsDevice for Cuda {}
+
+/// [`OpsDevice::conv2d`] on `x`'s device. See there for shapes.
+pub fn conv2d<D: OpsDevice, const I: usize, const O: usize, const K: usize, T: Tape<f32, D>>(
+    x: Act<I, D, T>,
+    w: &ConvWeight<O, I, K, D>,
+    stride: usize,
+    padding: usize,
+) -> Result<Act<O, D, T>, D::Err> {
+    D::conv2d(x, w, stride, padding)
+}
+
+/// [`OpsDevice::batch_norm2d`] on `x`'s device. See there for shapes.
+pub fn batch_norm2d<D: OpsDevice, const C: usize, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+    bn: BnParams<'_, C, D>,
+    mode: BnMode,
+    relu: bool,
+) -> Result<Act<C, D, T>, D::Err> {
+    D::batch_norm2d(x, bn, mode, relu)
+}
+
+/// [`OpsDevice::avg_pool2x2`] on `x`'s device.
+pub fn avg_pool2x2<D: OpsDevice, const C: usize, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+) -> Result<Act<C, D, T>, D::Err> {
+    D::avg_pool2x2(x)
+}
+
+/// [`OpsDevice::max_pool2x2`] on `x`'s device.
+pub fn max_pool2x2<D: OpsDevice, const C: usize, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+) -> Result<Act<C, D, T>, D::Err> {
+    D::max_pool2x2(x)
+}
+
+/// [`OpsDevice::global_avg_pool`] on `x`'s device.
+pub fn global_avg_pool<D: OpsDevice, const C: usize, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+) -> Result<Tensor<(usize, Const<C>), f32, D, T>, D::Err> {
+    D::global_avg_pool(x)
+}

@@ -1,0 +1,629 @@
+//! Fast CPU path: hand-written kernels registered on dfdx's tape.
+//!
+//! - conv2d: im2col into a thread-local scratch buffer, then one `gemm` call per image
+//!   (single-threaded gemm; rayon runs images in parallel). Backward recomputes im2col, accumulates
+//!   the weight gradient per rayon task and reduces, and scatters the column gradient (col2im).
+//! - batch-norm: per-channel statistics in f64 (two passes, rayon over channels), one fused
+//!   normalise-scale-shift(-ReLU) pass over planes; backward in two fused passes.
+//! - pooling: direct loops, rayon over planes.
+//!
+//! Every op copies its input to the host once (`copy_into`, a memcpy; dfdx keeps `Tensor::data`
+//! private) and builds its output with `tensor_from_vec` (no copy). Backward closures own the input
+//! copy they need and read the output gradient in place (it is moved out of the gradient map and
+//! put back, never copied).
+
+use super::{out_size, Act, BnMode, BnParams, ConvWeight, BN_EPS, BN_MOMENTUM};
+use dfdx::prelude::*;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+type Err = <Cpu as HasErr>::Err;
+
+thread_local! {
+    static SCRATCH_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer `A` of length `len` (contents unspecified).
+fn with_scratch_a<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH_A.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// Runs `f` with this thread's scratch buffer `B` of length `len` (contents unspecified).
+fn with_scratch_b<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH_B.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// A contiguous host copy of a (contiguous) tensor.
+fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+    let mut v = vec![0.0; t.shape().num_elements()];
+    t.copy_into(&mut v);
+    v
+}
+
+/// Moves the gradient of a ghost tensor out of `grads` (allocating zeros if absent), as a `Vec`.
+/// Put it back with [`put_grad!`] so that the map stays intact. (Macros, because dfdx's
+/// `GhostTensor` type cannot be named outside dfdx.)
+macro_rules! take_grad {
+    ($grads:expr, $ghost:expr) => {
+        std::mem::take(&mut **$grads.get_or_alloc_mut($ghost)?)
+    };
+}
+
+macro_rules! put_grad {
+    ($grads:expr, $ghost:expr, $g:expr) => {{
+        **$grads.get_or_alloc_mut($ghost)? = $g;
+        Ok(())
+    }};
+}
+
+/// Row-major matrix product with strides: `dst (m×n) [+]= lhs (m×k) · rhs (k×n)`.
+/// `*_rs` / `*_cs` are row / column strides in elements.
+///
+/// # Safety
+/// The pointers must be valid for the given sizes and strides, and `dst` must not alias.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// Geometry of one convolution.
+#[derive(Clone, Copy, Debug)]
+struct Geo {
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geo {
+    fn ckk(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    fn out_plane(&self) -> usize {
+        self.ho * self.wo
+    }
+    fn in_image(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    /// Output columns `[lo, hi)` whose input column `ox·s + kx − p` lies inside the image.
+    fn valid_cols(&self, kx: usize) -> (usize, usize) {
+        let lo = if self.p > kx {
+            (self.p - kx).div_ceil(self.s)
+        } else {
+            0
+        };
+        let hi = if self.w + self.p > kx {
+            ((self.w + self.p - kx - 1) / self.s + 1).min(self.wo)
+        } else {
+            0
+        };
+        (lo.min(hi), hi)
+    }
+}
+
+/// `cols[(c·k + ky)·k + kx][oy·wo + ox] = x[c][oy·s + ky − p][ox·s + kx − p]` (0 outside).
+fn im2col(g: &Geo, x: &[f32], cols: &mut [f32]) {
+    let opl = g.out_plane();
+    for c in 0..g.c {
+        let xc = &x[c * g.h * g.w..][..g.h * g.w];
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &mut cols[((c * g.k + ky) * g.k + kx) * opl..][..opl];
+                let (lo, hi) = g.valid_cols(kx);
+                for oy in 0..g.ho {
+                    let dst = &mut row[oy * g.wo..][..g.wo];
+                    let iy = (oy * g.s + ky) as isize - g.p as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &xc[iy as usize * g.w..][..g.w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if g.s == 1 {
+                        let off = lo + kx - g.p;
+                        dst[lo..hi].copy_from_slice(&src[off..off + (hi - lo)]);
+                    } else {
+                        for (ox, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = src[(ox + lo) * g.s + kx - g.p];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adjoint of [`im2col`]: `dx += col2im(cols)`.
+fn col2im_add(g: &Geo, cols: &[f32], dx: &mut [f32]) {
+    let opl = g.out_plane();
+    for c in 0..g.c {
+        let dxc = &mut dx[c * g.h * g.w..][..g.h * g.w];
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &cols[((c * g.k + ky) * g.k + kx) * opl..][..opl];
+                let (lo, hi) = g.valid_cols(kx);
+                for oy in 0..g.ho {
+                    let iy = (oy * g.s + ky) as isize - g.p as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let src = &row[oy * g.wo..][..g.wo];
+                    let dst = &mut dxc[iy as usize * g.w..][..g.w];
+                    if g.s == 1 {
+                        let off = lo + kx - g.p;
+                        for (d, s) in dst[off..off + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *d += *s;
+                        }
+                    } else {
+                        for ox in lo..hi {
+                            dst[ox * g.s + kx - g.p] += src[ox];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fast CPU [`super::OpsDevice::conv2d`].
+///
+/// # Shapes
+/// `x: (B, I, H, W)`, `w: (O, I, K, K)` → `(B, O, Ho, Wo)`
+pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>(
+    x: Act<I, Cpu, T>,
+    w: &ConvWeight<O, I, K, Cpu>,
+    stride: usize,
+    padding: usize,
+) -> Result<Act<O, Cpu, T>, Err> {
+    let x = x.try_contiguous()?;
+    let (x, mut tape) = x.split_tape();
+    let (b, _, h, wd) = *x.shape();
+    let g = Geo {
+        c: I,
+        h,
+        w: wd,
+        k: K,
+        s: stride,
+        p: padding,
+        ho: out_size(h, K, stride, padding),
+        wo: out_size(wd, K, stride, padding),
+    };
+    let xv = host(&x);
+    let wv = host(w);
+    let (ckk, opl, iml) = (g.ckk(), g.out_plane(), g.in_image());
+    let mut yv = vec![0.0f32; b * O * opl];
+    yv.par_chunks_mut(O * opl).enumerate().for_each(|(n, y_n)| {
+        let x_n = &xv[n * iml..][..iml];
+        with_scratch_a(ckk * opl, |cols| {
+            im2col(&g, x_n, cols);
+            // y_n (O × opl) = W (O × ckk) · cols (ckk × opl)
+            unsafe {
+                matmul(
+                    O,
+                    opl,
+                    ckk,
+                    y_n.as_mut_ptr(),
+                    opl,
+                    false,
+                    wv.as_ptr(),
+                    ckk,
+                    1,
+                    cols.as_ptr(),
+                    opl,
+                    1,
+                )
+            }
+        });
+    });
+    let y = x.device().tensor_from_vec(yv, (b, Const::<O>, g.ho, g.wo));
+    if <T as Tape<f32, Cpu>>::OWNS_TAPE {
+        let (xg, wg, yg) = (x.ghost(), w.ghost(), y.ghost());
+        tape.add_backward_op(move |grads| {
+            let gy = take_grad!(grads, &yg);
+            let gx = grads.get_or_alloc_mut(&xg)?;
+            // Fixed chunks of images per task, partial sums added in chunk order: the weight
+            // gradient never depends on how rayon schedules the tasks (runs are reproducible).
+            const CHUNK: usize = 8;
+            let partials: Vec<Vec<f32>> = gx
+                .par_chunks_mut(iml * CHUNK)
+                .zip(gy.par_chunks(O * opl * CHUNK))
+                .enumerate()
+                .map(|(c, (gx_c, gy_c))| {
+                    let mut dw = vec![0.0f32; O * ckk];
+                    for (j, (gx_n, gy_n)) in
+                        gx_c.chunks_mut(iml).zip(gy_c.chunks(O * opl)).enumerate()
+                    {
+                        let n = c * CHUNK + j;
+                        let x_n = &xv[n * iml..][..iml];
+                        with_scratch_a(ckk * opl, |cols| {
+                            with_scratch_b(ckk * opl, |dcols| {
+                                im2col(&g, x_n, cols);
+                                unsafe {
+                                    // dW (O × ckk) += gy_n (O × opl) · colsᵀ (opl × ckk)
+                                    matmul(
+                                        O,
+                                        ckk,
+                                        opl,
+                                        dw.as_mut_ptr(),
+                                        ckk,
+                                        true,
+                                        gy_n.as_ptr(),
+                                        opl,
+                                        1,
+                                        cols.as_ptr(),
+                                        1,
+                                        opl,
+                                    );
+                                    // dcols (ckk × opl) = Wᵀ (ckk × O) · gy_n (O × opl)
+                                    matmul(
+                                        ckk,
+                                        opl,
+                                        O,
+                                        dcols.as_mut_ptr(),
+                                        opl,
+                                        false,
+                                        wv.as_ptr(),
+                                        1,
+                                        ckk,
+                                        gy_n.as_ptr(),
+                                        opl,
+                                        1,
+                                    );
+                                }
+                                col2im_add(&g, dcols, gx_n);
+                            })
+                        });
+                    }
+                    dw
+                })
+                .collect();
+            let mut dw = vec![0.0f32; O * ckk];
+            for part in &partials {
+                dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+            }
+            let gw = grads.get_or_alloc_mut(&wg)?;
+            gw.iter_mut().zip(&dw).for_each(|(a, b)| *a += b);
+            put_grad!(grads, &yg, gy)
+        });
+    }
+    Ok(y.put_tape(tape))
+}
+
+/// Per-channel `(mean, biased variance)` of a contiguous NCHW buffer, in f64.
+fn channel_stats(xv: &[f32], c: usize, hw: usize) -> Vec<(f64, f64)> {
+    let b = xv.len() / (c * hw);
+    let m = (b * hw) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = (0..b).map(|n| &xv[(n * c + ch) * hw..][..hw]);
+            let sum: f64 = planes
+                .clone()
+                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                .sum();
+            let mean = sum / m;
+            let sq: f64 = planes
+                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum();
+            (mean, sq / m)
+        })
+        .collect()
+}
+
+/// Fast CPU [`super::OpsDevice::batch_norm2d`], with ReLU fused when `relu`.
+///
+/// # Shapes
+/// `x: (B, C, H, W)` → `(B, C, H, W)`
+pub fn batch_norm2d<const C: usize, T: Tape<f32, Cpu>>(
+    x: Act<C, Cpu, T>,
+    bn: BnParams<'_, C, Cpu>,
+    mode: BnMode,
+    relu: bool,
+) -> Result<Act<C, Cpu, T>, Err> {
+    let x = x.try_contiguous()?;
+    let (x, mut tape) = x.split_tape();
+    let (b, _, h, w) = *x.shape();
+    let hw = h * w;
+    let m = b * hw;
+    let xv = host(&x);
+    let gamma = host(bn.weight);
+    let beta = host(bn.bias);
+    let (mean, invstd): (Vec<f32>, Vec<f32>) = match mode {
+        BnMode::Train => {
+            assert!(
+                m > 1,
+                "batch-norm in training mode needs more than one value per channel (got {m})"
+            );
+            let stats = channel_stats(&xv, C, hw);
+            let mut rm = host(bn.running_mean);
+            let mut rv = host(bn.running_var);
+            let mom = BN_MOMENTUM as f64;
+            for (ch, &(mu, var)) in stats.iter().enumerate() {
+                rm[ch] = ((1.0 - mom) * rm[ch] as f64 + mom * mu) as f32;
+                rv[ch] =
+                    ((1.0 - mom) * rv[ch] as f64 + mom * var * m as f64 / (m as f64 - 1.0)) as f32;
+            }
+            bn.running_mean.copy_from(&rm);
+            bn.running_var.copy_from(&rv);
+            stats
+                .iter()
+                .map(|&(mu, var)| (mu as f32, (1.0 / (var + BN_EPS as f64).sqrt()) as f32))
+                .unzip()
+        }
+        BnMode::Eval => {
+            let rm = host(bn.running_mean);
+            let rv = host(bn.running_var);
+            (rm, rv.iter().map(|&v| 1.0 / (v + BN_EPS).sqrt()).collect())
+        }
+    };
+    // y = x·a + c with a = γ·invstd, c = β − mean·a
+    let a: Vec<f32> = (0..C).map(|ch| gamma[ch] * invstd[ch]).collect();
+    let cc: Vec<f32> = (0..C).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
+    let mut yv = vec![0.0f32; xv.len()];
+    yv.par_chunks_mut(hw)
+        .zip(xv.par_chunks(hw))
+        .enumerate()
+        .for_each(|(i, (y, x))| {
+            let (a, c) = (a[i % C], cc[i % C]);
+            if relu {
+                y.iter_mut()
+                    .zip(x)
+                    .for_each(|(y, &x)| *y = (x * a + c).max(0.0));
+            } else {
+                y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + c);
+            }
+        });
+    let y = x.device().tensor_from_vec(yv, (b, Const::<C>, h, w));
+    if <T as Tape<f32, Cpu>>::OWNS_TAPE {
+        let (xg, wg, bg, yg) = (x.ghost(), bn.weight.ghost(), bn.bias.ghost(), y.ghost());
+        tape.add_backward_op(move |grads| {
+            let gy = take_grad!(grads, &yg);
+            // dy' = dy masked by the ReLU (y > 0), recomputed from x.
+            let masked = |ch: usize, x: f32, dy: f32| {
+                if relu && x * a[ch] + cc[ch] <= 0.0 {
+                    0.0
+                } else {
+                    dy
+                }
+            };
+            // Per channel: Σ dy' and Σ dy'·x̂.
+            let sums: Vec<(f64, f64)> = (0..C)
+                .into_par_iter()
+                .map(|ch| {
+                    let (mu, is) = (mean[ch], invstd[ch]);
+                    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                    for n in 0..b {
+                        let off = (n * C + ch) * hw;
+                        let (mut p1, mut p2) = (0.0f32, 0.0f32);
+                        for (&x, &dy) in xv[off..off + hw].iter().zip(&gy[off..off + hw]) {
+                            let d = masked(ch, x, dy);
+                            p1 += d;
+                            p2 += d * (x - mu) * is;
+                        }
+                        s1 += p1 as f64;
+                        s2 += p2 as f64;
+                    }
+                    (s1, s2)
+                })
+                .collect();
+            let gx = grads.get_or_alloc_mut(&xg)?;
+            gx.par_chunks_mut(hw).enumerate().for_each(|(i, gx)| {
+                let ch = i % C;
+                let off = i * hw;
+                let (mu, is, k) = (mean[ch], invstd[ch], gamma[ch] * invstd[ch]);
+                let xs = &xv[off..off + hw];
+                let dys = &gy[off..off + hw];
+                match mode {
+                    BnMode::Train => {
+                        let (m1, m2) = (
+                            (sums[ch].0 / m as f64) as f32,
+                            (sums[ch].1 / m as f64) as f32,
+                        );
+                        for ((g, &x), &dy) in gx.iter_mut().zip(xs).zip(dys) {
+                            let d = masked(ch, x, dy);
+                            *g += k * (d - m1 - (x - mu) * is * m2);
+                        }
+                    }
+                    BnMode::Eval => {
+                        for ((g, &x), &dy) in gx.iter_mut().zip(xs).zip(dys) {
+                            *g += k * masked(ch, x, dy);
+                        }
+                    }
+                }
+            });
+            let gw = grads.get_or_alloc_mut(&wg)?;
+            gw.iter_mut().zip(&sums).for_each(|(g, s)| *g += s.1 as f32);
+            let gb = grads.get_or_alloc_mut(&bg)?;
+            gb.iter_mut().zip(&sums).for_each(|(g, s)| *g += s.0 as f32);
+            put_grad!(grads, &yg, gy)
+        });
+    }
+    Ok(y.put_tape(tape))
+}
+
+/// Shared body of the two 2×2 pools. `pick` returns the output value and the index (0..4) of
+/// the input that receives the gradient, or `None` for "all four, each ×0.25" (average).
+fn pool2x2<const C: usize, T: Tape<f32, Cpu>>(
+    x: Act<C, Cpu, T>,
+    max: bool,
+) -> Result<Act<C, Cpu, T>, Err> {
+    let x = x.try_contiguous()?;
+    let (x, mut tape) = x.split_tape();
+    let (b, _, h, w) = *x.shape();
+    let (ho, wo) = (out_size(h, 2, 2, 0), out_size(w, 2, 2, 0));
+    let xv = host(&x);
+    let mut yv = vec![0.0f32; b * C * ho * wo];
+    let mut arg: Vec<u8> = if max { vec![0u8; yv.len()] } else { Vec::new() };
+    let planes = yv.par_chunks_mut(ho * wo).zip(xv.par_chunks(h * w));
+    if max {
+        planes
+            .zip(arg.par_chunks_mut(ho * wo))
+            .for_each(|((y, x), arg)| {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let i0 = 2 * oy * w + 2 * ox;
+                        let cand = [x[i0], x[i0 + 1], x[i0 + w], x[i0 + w + 1]];
+                        let mut best = 0;
+                        for j in 1..4 {
+                            if cand[j] > cand[best] {
+                                best = j;
+                            }
+                        }
+                        y[oy * wo + ox] = cand[best];
+                        arg[oy * wo + ox] = best as u8;
+                    }
+                }
+            });
+    } else {
+        planes.for_each(|(y, x)| {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let i0 = 2 * oy * w + 2 * ox;
+                    y[oy * wo + ox] = 0.25 * (x[i0] + x[i0 + 1] + x[i0 + w] + x[i0 + w + 1]);
+                }
+            }
+        });
+    }
+    drop(xv);
+    let y = x.device().tensor_from_vec(yv, (b, Const::<C>, ho, wo));
+    if <T as Tape<f32, Cpu>>::OWNS_TAPE {
+        let (xg, yg) = (x.ghost(), y.ghost());
+        tape.add_backward_op(move |grads| {
+            let gy = take_grad!(grads, &yg);
+            let gx = grads.get_or_alloc_mut(&xg)?;
+            let planes = gx
+                .par_chunks_mut(h * w)
+                .zip(gy.par_chunks(ho * wo))
+                .enumerate();
+            planes.for_each(|(pi, (gx, gy))| {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let i0 = 2 * oy * w + 2 * ox;
+                        let d = gy[oy * wo + ox];
+                        if max {
+                            let j = arg[pi * ho * wo + oy * wo + ox] as usize;
+                            gx[i0 + (j / 2) * w + (j % 2)] += d;
+                        } else {
+                            let d = 0.25 * d;
+                            gx[i0] += d;
+                            gx[i0 + 1] += d;
+                            gx[i0 + w] += d;
+                            gx[i0 + w + 1] += d;
+                        }
+                    }
+                }
+            });
+            put_grad!(grads, &yg, gy)
+        });
+    }
+    Ok(y.put_tape(tape))
+}
+
+/// Fast CPU [`super::OpsDevice::avg_pool2x2`].
+///
+/// # Shapes
+/// `(B, C, H, W)` → `(B, C, H/2, W/2)`
+pub fn avg_pool2x2<const C: usize, T: Tape<f32, Cpu>>(
+    x: Act<C, Cpu, T>,
+) -> Result<Act<C, Cpu, T>, Err> {
+    pool2x2(x, false)
+}
+
+/// Fast CPU [`super::OpsDevice::max_pool2x2`]. Ties send the gradient to the first maximum
+/// (row-major within the window), as PyTorch does.
+///
+/// # Shapes
+/// `(B, C, H, W)` → `(B, C, H/2, W/2)`
+pub fn max_pool2x2<const C: usize, T: Tape<f32, Cpu>>(
+    x: Act<C, Cpu, T>,
+) -> Result<Act<C, Cpu, T>, Err> {
+    pool2x2(x, true)
+}
+
+/// Fast CPU [`super::OpsDevice::global_avg_pool`].
+///
+/// # Shapes
+/// `(B, C, H, W)` → `(B, C)`
+pub fn global_avg_pool<const C: usize, T: Tape<f32, Cpu>>(
+    x: Act<C, Cpu, T>,
+) -> Result<Tensor<(usize, Const<C>), f32, Cpu, T>, Err> {
+    let x = x.try_contiguous()?;
+    let (x, mut tape) = x.split_tape();
+    let (b, _, h, w) = *x.shape();
+    let hw = h * w;
+    assert!(hw > 0, "global average pooling of an empty plane");
+    let xv = host(&x);
+    let yv: Vec<f32> = xv
+        .par_chunks(hw)
+        .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
+        .collect();
+    drop(xv);
+    let y = x.device().tensor_from_vec(yv, (b, Const::<C>));
+    if <T as Tape<f32, Cpu>>::OWNS_TAPE {
+        let (xg, yg) = (x.ghost(), y.ghost());
+        tape.add_backward_op(move |grads| {
+            let gy = take_grad!(grads, &yg);
+            let gx = grads.get_or_alloc_mut(&xg)?;
+            let inv = 1.0 / hw as f32;
+            gx.par_chunks_mut(hw)
+                .zip(gy.par_iter())
+                .for_each(|(gx, &d)| {
+                    let d = d * inv;
+                    gx.iter_mut().for_each(|g| *g += d);
+                });
+            put_grad!(grads, &yg, gy)
+        });
+    }
+    Ok(y.put_tape(tape))
+}

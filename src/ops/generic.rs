@@ -1,0 +1,199 @@
+//! Device-generic path: the ops composed of dfdx's own tensor ops, so gradients come from dfdx's
+//! kernels and the code runs on any device (CUDA included). Slower than [`super::cpu`] on the CPU;
+//! the tests check the two against each other.
+//!
+//! - conv2d: zero-pad by appending one zero to the flattened input, gather the im2col matrix with a
+//!   host-built index, one matmul with the reshaped weight, permute back to NCHW.
+//! - batch-norm: reductions and broadcasts (the same formulation as dfdx's `BatchNorm2D`, with
+//!   PyTorch's running-statistics convention), then ReLU.
+//! - pooling: gather the window elements, reduce over the window.
+
+use super::{out_size, Act, BnMode, BnParams, ConvWeight, BN_EPS, BN_MOMENTUM};
+use dfdx::prelude::*;
+
+/// The flattened input with one extra zero at index `len` (the padding target).
+fn flat_with_zero<const C: usize, D: Device<f32>, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+) -> Result<Tensor<(usize,), f32, D, T>, D::Err> {
+    let len = x.shape().num_elements();
+    let dev = x.device().clone();
+    let flat = x.try_reshape_like(&(len,))?;
+    let zero: Tensor<(usize,), f32, D> = dev.try_zeros_like(&(1,))?;
+    (flat, zero).try_concat_along(Axis::<0>)
+}
+
+/// Generic [`super::OpsDevice::conv2d`].
+///
+/// # Shapes
+/// `x: (B, I, H, W)`, `w: (O, I, K, K)` → `(B, O, Ho, Wo)`
+pub fn conv2d<D: Device<f32>, const I: usize, const O: usize, const K: usize, T: Tape<f32, D>>(
+    x: Act<I, D, T>,
+    w: &ConvWeight<O, I, K, D>,
+    stride: usize,
+    padding: usize,
+) -> Result<Act<O, D, T>, D::Err> {
+    let (b, _, h, wd) = *x.shape();
+    let (ho, wo) = (
+        out_size(h, K, stride, padding),
+        out_size(wd, K, stride, padding),
+    );
+    let len = b * I * h * wd;
+    let ckk = I * K * K;
+    let rows = b * ho * wo;
+    let mut idx = Vec::with_capacity(rows * ckk);
+    for n in 0..b {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                for c in 0..I {
+                    for ky in 0..K {
+                        for kx in 0..K {
+                            let iy = (oy * stride + ky) as isize - padding as isize;
+                            let ix = (ox * stride + kx) as isize - padding as isize;
+                            let inside = iy >= 0 && ix >= 0 && iy < h as isize && ix < wd as isize;
+                            idx.push(if inside {
+                                ((n * I + c) * h + iy as usize) * wd + ix as usize
+                            } else {
+                                len
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let dev = x.device().clone();
+    let idx = dev.try_tensor_from_vec(idx, (rows * ckk,))?;
+    let cols = flat_with_zero(x)?
+        .try_gather(idx)?
+        .try_reshape_like(&(rows, ckk))?;
+    let wt = w
+        .retaped::<T>()
+        .try_reshape_like(&(Const::<O>, ckk))?
+        .try_permute::<(usize, Const<O>), _>()?;
+    let y = cols.try_matmul(wt)?; // (B·Ho·Wo, O)
+    let y = y
+        .try_reshape_like(&(b, ho * wo, Const::<O>))?
+        .try_permute::<(usize, Const<O>, usize), Axes3<0, 2, 1>>()?;
+    y.try_reshape_like(&(b, Const::<O>, ho, wo))
+}
+
+/// Generic [`super::OpsDevice::batch_norm2d`].
+///
+/// # Shapes
+/// `x: (B, C, H, W)` → `(B, C, H, W)`
+pub fn batch_norm2d<D: Device<f32>, const C: usize, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+    bn: BnParams<'_, C, D>,
+    mode: BnMode,
+    relu: bool,
+) -> Result<Act<C, D, T>, D::Err> {
+    let shape = *x.shape();
+    let y = match mode {
+        BnMode::Train => {
+            let (b, _, h, w) = shape;
+            let m = (b * h * w) as f32;
+            assert!(
+                m > 1.0,
+                "batch-norm in training mode needs more than one value per channel (got {m})"
+            );
+            let mean = x.retaped::<T>().try_mean::<Rank1<C>, Axes3<0, 2, 3>>()?;
+            bn.running_mean
+                .try_axpy(1.0 - BN_MOMENTUM, &mean, BN_MOMENTUM)?;
+            let centered = x.try_sub(mean.try_broadcast_like(&shape)?)?;
+            let var = centered
+                .retaped::<T>()
+                .try_square()?
+                .try_mean::<Rank1<C>, Axes3<0, 2, 3>>()?;
+            bn.running_var
+                .try_axpy(1.0 - BN_MOMENTUM, &var, BN_MOMENTUM * m / (m - 1.0))?;
+            let std = var.try_add(BN_EPS)?.try_sqrt()?;
+            let scale = bn
+                .weight
+                .retaped::<T>()
+                .try_div(std)?
+                .try_broadcast_like(&shape)?;
+            let shift = bn.bias.retaped::<T>().try_broadcast_like(&shape)?;
+            centered.try_mul(scale)?.try_add(shift)?
+        }
+        BnMode::Eval => {
+            let std = bn.running_var.clone().try_add(BN_EPS)?.try_sqrt()?;
+            let scale = bn
+                .weight
+                .retaped::<T>()
+                .try_div(std)?
+                .try_broadcast_like(&shape)?;
+            let shift = bn.bias.retaped::<T>().try_broadcast_like(&shape)?;
+            let centered = x.try_sub(bn.running_mean.clone().try_broadcast_like(&shape)?)?;
+            centered.try_mul(scale)?.try_add(shift)?
+        }
+    };
+    if relu {
+        y.try_relu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// The four inputs of every 2×2 window, `(B·C·Ho·Wo, 4)`, and the output shape.
+fn windows2x2<const C: usize, D: Device<f32>, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+) -> Result<
+    (
+        Tensor<(usize, Const<4>), f32, D, T>,
+        (usize, Const<C>, usize, usize),
+    ),
+    D::Err,
+> {
+    let (b, _, h, w) = *x.shape();
+    let (ho, wo) = (out_size(h, 2, 2, 0), out_size(w, 2, 2, 0));
+    let mut idx = Vec::with_capacity(b * C * ho * wo * 4);
+    for plane in 0..b * C {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let i0 = plane * h * w + 2 * oy * w + 2 * ox;
+                idx.extend_from_slice(&[i0, i0 + 1, i0 + w, i0 + w + 1]);
+            }
+        }
+    }
+    let n = idx.len();
+    let dev = x.device().clone();
+    let idx = dev.try_tensor_from_vec(idx, (n,))?;
+    let flat = x.try_reshape_like(&(b * C * h * w,))?;
+    let win = flat
+        .try_gather(idx)?
+        .try_reshape_like(&(n / 4, Const::<4>))?;
+    Ok((win, (b, Const::<C>, ho, wo)))
+}
+
+/// Generic [`super::OpsDevice::avg_pool2x2`].
+///
+/// # Shapes
+/// `(B, C, H, W)` → `(B, C, H/2, W/2)`
+pub fn avg_pool2x2<D: Device<f32>, const C: usize, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+) -> Result<Act<C, D, T>, D::Err> {
+    let (win, shape) = windows2x2(x)?;
+    win.try_mean::<(usize,), Axis<1>>()?
+        .try_reshape_like(&shape)
+}
+
+/// Generic [`super::OpsDevice::max_pool2x2`] (dfdx's max splits the gradient among tied maxima).
+///
+/// # Shapes
+/// `(B, C, H, W)` → `(B, C, H/2, W/2)`
+pub fn max_pool2x2<D: Device<f32>, const C: usize, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+) -> Result<Act<C, D, T>, D::Err> {
+    let (win, shape) = windows2x2(x)?;
+    win.try_max::<(usize,), Axis<1>>()?.try_reshape_like(&shape)
+}
+
+/// Generic [`super::OpsDevice::global_avg_pool`].
+///
+/// # Shapes
+/// `(B, C, H, W)` → `(B, C)`
+pub fn global_avg_pool<D: Device<f32>, const C: usize, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+) -> Result<Tensor<(usize, Const<C>), f32, D, T>, D::Err> {
+    x.try_mean::<(usize, Const<C>), Axes2<2, 3>>()
+}
