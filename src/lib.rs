@@ -14,6 +14,7 @@
 pub mod augment;
 pub mod config;
 pub mod data;
+pub mod eval;
 pub mod method;
 pub mod models;
 pub mod ops;

@@ -1,0 +1,262 @@
+//! Serialisable evaluation results and the append-only results CSV.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::knn::KnnResult;
+use super::linear::LinearProbeResult;
+use super::{EvalError, Result};
+
+/// Which evaluation protocol produced a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Linear,
+    Knn,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::Knn => "knn",
+        }
+    }
+    /// The metric this protocol reports: `linear_eval_acc` or `knn_acc`.
+    pub fn metric(self) -> &'static str {
+        match self {
+            Self::Linear => "linear_eval_acc",
+            Self::Knn => "knn_acc",
+        }
+    }
+}
+
+/// One evaluation number with its settings, as written to `RUN/eval/*.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub protocol: Protocol,
+    /// `linear_eval_acc` or `knn_acc`.
+    pub metric: String,
+    /// Top-1 accuracy as a fraction in `[0, 1]`.
+    pub value: f64,
+    /// Patches n of the patch-concatenated probe (0 = plain feature; always 0 for kNN).
+    pub probe_patches: usize,
+    /// Probe training epochs (0 for kNN).
+    pub epochs: usize,
+    pub n_train: usize,
+    pub n_test: usize,
+    /// Width of the probe's input.
+    pub feature_dim: usize,
+    /// Linear probe only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_train_loss: Option<f32>,
+    /// Linear probe only: accuracy of the final classifier on the training features.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_acc: Option<f32>,
+    /// kNN only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    /// kNN only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Wall-clock seconds of the probe (not counting feature extraction).
+    pub seconds: f64,
+}
+
+impl EvalResult {
+    /// A linear-probe result; `n_train`/`n_test` are the feature-set sizes.
+    pub fn from_linear(
+        r: &LinearProbeResult,
+        probe_patches: usize,
+        n_train: usize,
+        n_test: usize,
+        seconds: f64,
+    ) -> Self {
+        Self {
+            protocol: Protocol::Linear,
+            metric: Protocol::Linear.metric().into(),
+            value: r.acc as f64,
+            probe_patches,
+            epochs: r.epochs,
+            n_train,
+            n_test,
+            feature_dim: r.dim,
+            final_train_loss: Some(r.final_train_loss),
+            train_acc: Some(r.train_acc),
+            k: None,
+            temperature: None,
+            seconds,
+        }
+    }
+
+    /// A kNN result on features of width `feature_dim`.
+    pub fn from_knn(r: &KnnResult, feature_dim: usize, seconds: f64) -> Self {
+        Self {
+            protocol: Protocol::Knn,
+            metric: Protocol::Knn.metric().into(),
+            value: r.acc as f64,
+            probe_patches: 0,
+            epochs: 0,
+            n_train: r.n_train,
+            n_test: r.n_test,
+            feature_dim,
+            final_train_loss: None,
+            train_acc: None,
+            k: Some(r.k),
+            temperature: Some(r.temperature),
+            seconds,
+        }
+    }
+}
+
+/// One row of the results CSV (`run,arm,seed,dataset,backbone,protocol,metric,probe_patches,
+/// value,epochs,timestamp`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultRow {
+    /// Run directory name or id.
+    pub run: String,
+    /// `rr`, `sr`, `supervised`, `random-init`, …
+    pub arm: String,
+    pub seed: u64,
+    pub dataset: String,
+    pub backbone: String,
+    pub protocol: Protocol,
+    pub metric: String,
+    pub probe_patches: usize,
+    /// Fraction in `[0, 1]`.
+    pub value: f64,
+    pub epochs: usize,
+    /// RFC 3339 UTC, e.g. from [`ResultRow::timestamp_now`].
+    pub timestamp: String,
+}
+
+/// Column names of the results CSV, in order.
+pub const CSV_HEADER: &str =
+    "run,arm,seed,dataset,backbone,protocol,metric,probe_patches,value,epochs,timestamp";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+impl ResultRow {
+    /// A row for `result` with the run's identity.
+    pub fn new(
+        run: &str,
+        arm: &str,
+        seed: u64,
+        dataset: &str,
+        backbone: &str,
+        result: &EvalResult,
+    ) -> Self {
+        Self {
+            run: run.into(),
+            arm: arm.into(),
+            seed,
+            dataset: dataset.into(),
+            backbone: backbone.into(),
+            protocol: result.protocol,
+            metric: result.metric.clone(),
+            probe_patches: result.probe_patches,
+            value: result.value,
+            epochs: result.epochs,
+            timestamp: Self::timestamp_now(),
+        }
+    }
+
+    /// The current time as RFC 3339 UTC with seconds, e.g. `2026-11-27T06:18:15Z`.
+    pub fn timestamp_now() -> String {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        rfc3339_utc(secs)
+    }
+
+    /// The row as one CSV line (with `\n`), fields quoted where needed.
+    pub fn to_csv_line(&self) -> String {
+        let fields = [
+            csv_field(&self.run),
+            csv_field(&self.arm),
+            self.seed.to_string(),
+            csv_field(&self.dataset),
+            csv_field(&self.backbone),
+            self.protocol.name().to_string(),
+            csv_field(&self.metric),
+            self.probe_patches.to_string(),
+            format!("{}", self.value),
+            self.epochs.to_string(),
+            csv_field(&self.timestamp),
+        ];
+        let mut line = fields.join(",");
+        line.push('\n');
+        line
+    }
+}
+
+/// RFC 3339 UTC of a Unix time (days-to-civil conversion, proleptic Gregorian).
+pub fn rfc3339_utc(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Append `row` to the CSV at `path`, writing the header first when the file is new or empty.
+/// Each call issues a single `write` of the whole text on a file opened in append mode, so
+/// concurrent appenders do not interleave within a row. An existing file whose first line is
+/// not [`CSV_HEADER`] is an error naming the file.
+pub fn append_csv(path: &Path, row: &ResultRow) -> Result<()> {
+    let existing = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(EvalError::io(path, e)),
+    };
+    let mut text = String::new();
+    if existing == 0 {
+        text.push_str(CSV_HEADER);
+        text.push('\n');
+    } else {
+        let content = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
+        let first = content.lines().next().unwrap_or("");
+        if first != CSV_HEADER {
+            return Err(EvalError::BadFile {
+                path: path.to_path_buf(),
+                detail: format!("first line is {first:?}, expected the header {CSV_HEADER:?}"),
+            });
+        }
+        if !content.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    text.push_str(&row.to_csv_line());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| EvalError::io(path, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| EvalError::io(path, e))
+}
