@@ -11,8 +11,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(kind) = args.backbone {
-        let _ = kind;
-        anyhow::bail!("backbones are not built yet");
+        println!(
+            "params {}",
+            spatial_reasoning::models::trainable_params(kind)
+        );
+        return Ok(());
     }
     println!("spatial-reasoning {}", env!("CARGO_PKG_VERSION"));
     let features: Vec<&str> = [("cpu", true), ("cuda", cfg!(feature = "cuda"))]
