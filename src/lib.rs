@@ -19,6 +19,7 @@ pub mod method;
 pub mod models;
 pub mod ops;
 pub mod optim;
+pub mod report;
 pub mod rng;
 
 /// The CPU device every example and test uses; `Cuda` with the `cuda` feature.
