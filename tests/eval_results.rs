@@ -3,7 +3,7 @@
 mod eval_common;
 
 use eval_common::temp_dir;
-use spatial_reasoning::eval::results::{rfc3339_utc, CSV_HEADER};
+use spatial_reasoning::eval::results::{rfc3339_utc, CSV_COLUMNS};
 use spatial_reasoning::eval::{
     append_csv, EvalResult, KnnResult, LinearProbeResult, Protocol, ResultRow,
 };
@@ -61,34 +61,54 @@ fn results_carry_metric_names_and_round_trip_through_json() {
 fn csv_gets_one_header_and_one_line_per_row() {
     let p = temp_dir("csv").join("sub").join("results.csv");
     let mut row = ResultRow::new("run-1", "sr", 1, "cifar10", "conv4", &linear());
-    row.timestamp = "2026-11-27T06:18:15Z".into();
+    assert_eq!(row.protocol, "linear");
+    row.timestamp = Some("2026-11-27T06:18:15Z".into());
     append_csv(&p, &row).unwrap();
     row.arm = "rr, \"ablation\"".into();
     row.seed = 2;
+    row.varied_key = Some("patches".into());
+    row.varied_value = Some("3".into());
     append_csv(&p, &row).unwrap();
     let text = std::fs::read_to_string(&p).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert_eq!(lines[0], CSV_HEADER);
+    assert_eq!(lines[0], CSV_COLUMNS.join(","));
     assert_eq!(
         lines[1],
-        "run-1,sr,1,cifar10,conv4,linear,linear_eval_acc,0,0.612500011920929,100,2026-11-27T06:18:15Z"
+        "run-1,sr,1,cifar10,conv4,linear,linear_eval_acc,0,0.612500011920929,100,,,2026-11-27T06:18:15Z"
     );
     assert!(
         lines[2].starts_with("run-1,\"rr, \"\"ablation\"\"\",2,"),
         "{}",
         lines[2]
     );
+    assert!(
+        lines[2].ends_with(",patches,3,2026-11-27T06:18:15Z"),
+        "{}",
+        lines[2]
+    );
 }
 
 #[test]
-fn a_csv_with_another_header_is_refused() {
+fn an_existing_file_keeps_its_column_order() {
+    let p = temp_dir("csv-order").join("results.csv");
+    std::fs::write(&p, "arm,value,run\nrr,0.5,x").unwrap();
+    let row = ResultRow::new("r", "sr", 1, "cifar10", "conv4", &linear());
+    append_csv(&p, &row).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        "arm,value,run\nrr,0.5,x\nsr,0.612500011920929,r\n"
+    );
+}
+
+#[test]
+fn a_csv_with_an_unknown_column_is_refused() {
     let p = temp_dir("csv-bad").join("results.csv");
     std::fs::write(&p, "a,b,c\n1,2,3\n").unwrap();
     let row = ResultRow::new("r", "sr", 1, "cifar10", "conv4", &linear());
     let e = append_csv(&p, &row).unwrap_err();
     assert!(
-        e.to_string().contains("results.csv") && e.to_string().contains("a,b,c"),
+        e.to_string().contains("results.csv") && e.to_string().contains("\"a\""),
         "{e}"
     );
     assert_eq!(
@@ -108,5 +128,6 @@ fn timestamps_are_rfc3339_utc() {
     assert_eq!(rfc3339_utc(1_795_760_295), "2026-11-27T06:18:15Z");
     assert_eq!(rfc3339_utc(4_102_444_799), "2099-12-31T23:59:59Z");
     let now = ResultRow::timestamp_now();
+    assert!(now.starts_with("20") && now.ends_with('Z'), "{now}");
     assert_eq!(now.len(), 20, "{now}");
 }

@@ -111,30 +111,52 @@ impl EvalResult {
     }
 }
 
-/// One row of the results CSV (`run,arm,seed,dataset,backbone,protocol,metric,probe_patches,
-/// value,epochs,timestamp`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One row of the results CSV: one evaluated number of one run. Columns: [`CSV_COLUMNS`].
+/// The report module reads these rows back (`crate::report::read_results_csv`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResultRow {
     /// Run directory name or id.
     pub run: String,
-    /// `rr`, `sr`, `supervised`, `random-init`, …
+    /// `rr`, `sr`, `supervised`, `random`, or an ablation arm such as `sr patches=3`.
     pub arm: String,
     pub seed: u64,
     pub dataset: String,
     pub backbone: String,
-    pub protocol: Protocol,
+    /// [`Protocol::name`]: `linear` or `knn`.
+    pub protocol: String,
+    /// [`Protocol::metric`]: `linear_eval_acc` or `knn_acc`.
     pub metric: String,
     pub probe_patches: usize,
     /// Fraction in `[0, 1]`.
     pub value: f64,
     pub epochs: usize,
+    /// The hyper-parameter an ablation arm varies (e.g. `patches`), if any.
+    #[serde(default)]
+    pub varied_key: Option<String>,
+    /// Its value in this arm (e.g. `3`).
+    #[serde(default)]
+    pub varied_value: Option<String>,
     /// RFC 3339 UTC, e.g. from [`ResultRow::timestamp_now`].
-    pub timestamp: String,
+    #[serde(default)]
+    pub timestamp: Option<String>,
 }
 
-/// Column names of the results CSV, in order.
-pub const CSV_HEADER: &str =
-    "run,arm,seed,dataset,backbone,protocol,metric,probe_patches,value,epochs,timestamp";
+/// Column names of the results CSV, in the order a new file gets them.
+pub const CSV_COLUMNS: [&str; 13] = [
+    "run",
+    "arm",
+    "seed",
+    "dataset",
+    "backbone",
+    "protocol",
+    "metric",
+    "probe_patches",
+    "value",
+    "epochs",
+    "varied_key",
+    "varied_value",
+    "timestamp",
+];
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -145,7 +167,7 @@ fn csv_field(s: &str) -> String {
 }
 
 impl ResultRow {
-    /// A row for `result` with the run's identity.
+    /// A row for `result` with the run's identity, stamped with the current time.
     pub fn new(
         run: &str,
         arm: &str,
@@ -160,12 +182,14 @@ impl ResultRow {
             seed,
             dataset: dataset.into(),
             backbone: backbone.into(),
-            protocol: result.protocol,
+            protocol: result.protocol.name().into(),
             metric: result.metric.clone(),
             probe_patches: result.probe_patches,
             value: result.value,
             epochs: result.epochs,
-            timestamp: Self::timestamp_now(),
+            varied_key: None,
+            varied_value: None,
+            timestamp: Some(Self::timestamp_now()),
         }
     }
 
@@ -178,24 +202,40 @@ impl ResultRow {
         rfc3339_utc(secs)
     }
 
-    /// The row as one CSV line (with `\n`), fields quoted where needed.
-    pub fn to_csv_line(&self) -> String {
-        let fields = [
-            csv_field(&self.run),
-            csv_field(&self.arm),
-            self.seed.to_string(),
-            csv_field(&self.dataset),
-            csv_field(&self.backbone),
-            self.protocol.name().to_string(),
-            csv_field(&self.metric),
-            self.probe_patches.to_string(),
-            format!("{}", self.value),
-            self.epochs.to_string(),
-            csv_field(&self.timestamp),
-        ];
+    /// The unquoted text of column `name` (one of [`CSV_COLUMNS`]); `None` for an unknown name.
+    pub fn field(&self, name: &str) -> Option<String> {
+        let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+        Some(match name {
+            "run" => self.run.clone(),
+            "arm" => self.arm.clone(),
+            "seed" => self.seed.to_string(),
+            "dataset" => self.dataset.clone(),
+            "backbone" => self.backbone.clone(),
+            "protocol" => self.protocol.clone(),
+            "metric" => self.metric.clone(),
+            "probe_patches" => self.probe_patches.to_string(),
+            "value" => format!("{}", self.value),
+            "epochs" => self.epochs.to_string(),
+            "varied_key" => opt(&self.varied_key),
+            "varied_value" => opt(&self.varied_value),
+            "timestamp" => opt(&self.timestamp),
+            _ => return None,
+        })
+    }
+
+    /// The row as one CSV line (with `\n`) in the order of `columns`, fields quoted where
+    /// needed (RFC 4180). Errors on a column name not in [`CSV_COLUMNS`].
+    pub fn to_csv_line(&self, columns: &[&str]) -> Result<String> {
+        let mut fields = Vec::with_capacity(columns.len());
+        for c in columns {
+            let v = self.field(c).ok_or_else(|| {
+                EvalError::invalid("results CSV", format!("unknown column {c:?}"))
+            })?;
+            fields.push(csv_field(&v));
+        }
         let mut line = fields.join(",");
         line.push('\n');
-        line
+        Ok(line)
     }
 }
 
@@ -221,10 +261,12 @@ pub fn rfc3339_utc(unix_secs: u64) -> String {
     )
 }
 
-/// Append `row` to the CSV at `path`, writing the header first when the file is new or empty.
+/// Append `row` to the CSV at `path`. A new or empty file first gets the header
+/// [`CSV_COLUMNS`]. An existing file keeps its own header: the row is written in that column
+/// order (so a file written by `crate::report::write_results_csv`, or with fewer columns, stays
+/// consistent); a header naming a column this module does not know is an error naming the file.
 /// Each call issues a single `write` of the whole text on a file opened in append mode, so
-/// concurrent appenders do not interleave within a row. An existing file whose first line is
-/// not [`CSV_HEADER`] is an error naming the file.
+/// concurrent appenders do not interleave within a row.
 pub fn append_csv(path: &Path, row: &ResultRow) -> Result<()> {
     let existing = match std::fs::metadata(path) {
         Ok(m) => m.len(),
@@ -233,22 +275,27 @@ pub fn append_csv(path: &Path, row: &ResultRow) -> Result<()> {
     };
     let mut text = String::new();
     if existing == 0 {
-        text.push_str(CSV_HEADER);
+        text.push_str(&CSV_COLUMNS.join(","));
         text.push('\n');
+        text.push_str(&row.to_csv_line(&CSV_COLUMNS)?);
     } else {
         let content = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
         let first = content.lines().next().unwrap_or("");
-        if first != CSV_HEADER {
+        let columns: Vec<&str> = first.split(',').map(|c| c.trim()).collect();
+        if let Some(bad) = columns.iter().find(|c| !CSV_COLUMNS.contains(c)) {
             return Err(EvalError::BadFile {
                 path: path.to_path_buf(),
-                detail: format!("first line is {first:?}, expected the header {CSV_HEADER:?}"),
+                detail: format!(
+                    "header {first:?} names column {bad:?}; known columns: {}",
+                    CSV_COLUMNS.join(",")
+                ),
             });
         }
         if !content.ends_with('\n') {
             text.push('\n');
         }
+        text.push_str(&row.to_csv_line(&columns)?);
     }
-    text.push_str(&row.to_csv_line());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
     }
