@@ -29,7 +29,9 @@ md5_of() {
 
 download() { # URL FILE
     if command -v curl >/dev/null 2>&1; then
-        curl -fL --retry 3 --connect-timeout 30 -o "$2" "$1"
+        local progress=-sS
+        [ -t 2 ] && progress=--progress-bar
+        curl -fL "$progress" --retry 3 --connect-timeout 30 -o "$2" "$1"
     elif command -v wget >/dev/null 2>&1; then
         wget -q -O "$2" "$1"
     else
@@ -49,10 +51,11 @@ fetch_dataset() { # NAME ARCHIVE MD5 FOLDER BASE_URL [ROOT]
         return 0
     fi
 
-    local tmp
-    tmp=$(mktemp -d "$root/.download-$folder.XXXXXX")
+    # Global (not local): the EXIT trap runs after this function has returned.
+    _fetch_tmp=$(mktemp -d "$root/.download-$folder.XXXXXX")
+    local tmp=$_fetch_tmp
     # Remove the temporary folder however we leave (error, mismatch, Ctrl-C, success).
-    trap 'rm -rf "$tmp"' EXIT
+    trap 'rm -rf "${_fetch_tmp:-}"' EXIT
     trap 'exit 130' INT TERM
 
     echo "$name: downloading $url"
