@@ -311,6 +311,28 @@ impl Default for EvalConfig {
     }
 }
 
+/// The main job (`spatial-reasoning run`): which arms, which seeds, which ablation grid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Arms to run: `random-init`, `rr`, `sr`, `supervised`.
+    pub arms: Vec<String>,
+    /// Seeds; every arm runs once per seed.
+    pub seeds: Vec<u64>,
+    /// Ablation grid: `"section.key" = [values…]` expands the `sr` arm into one arm per value.
+    pub sweep: std::collections::BTreeMap<String, Vec<toml::Value>>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            arms: vec!["random-init".into(), "rr".into(), "sr".into(), "supervised".into()],
+            seeds: vec![1, 2, 3],
+            sweep: Default::default(),
+        }
+    }
+}
+
 /// A whole experiment.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -321,6 +343,7 @@ pub struct Config {
     pub optim: OptimConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
+    pub run: RunConfig,
 }
 
 /// One invalid condition, named, with the key and the allowed range.
@@ -393,6 +416,12 @@ pub enum ConfigError {
     KnnTemperature(f32),
     #[error("eval.probe_patches contains {0}: allowed values are 0, 1, 3, 5, 7, 9")]
     ProbePatches(usize),
+    #[error("run.seeds is empty: give at least one seed")]
+    NoSeeds,
+    #[error("run.arms is empty: give at least one of random-init, rr, sr, supervised")]
+    NoArms,
+    #[error("run.sweep.\"{key}\": {message}")]
+    Sweep { key: String, message: String },
 }
 
 /// A configuration that passed [`Config::check`]. Derefs to the raw config; the resolved values
@@ -504,7 +533,7 @@ impl Config {
                 .ok_or_else(|| ConfigError::Override {
                     key: key.to_string(),
                     message: format!(
-                        "unknown section `{}` (expected data, backbone, method, optim, train, eval)",
+                        "unknown section `{}` (expected data, backbone, method, optim, train, eval, run)",
                         parts[0]
                     ),
                 })?;
@@ -638,6 +667,27 @@ impl Config {
         }
         if let Some(&n) = e.probe_patches.iter().find(|n| !PROBE_N.contains(n)) {
             return Err(ConfigError::ProbePatches(n));
+        }
+        let r = &self.run;
+        if r.seeds.is_empty() {
+            return Err(ConfigError::NoSeeds);
+        }
+        if r.arms.is_empty() {
+            return Err(ConfigError::NoArms);
+        }
+        for (key, values) in &r.sweep {
+            if values.is_empty() {
+                return Err(ConfigError::Sweep {
+                    key: key.clone(),
+                    message: "an empty list of values".into(),
+                });
+            }
+            if key.starts_with("run.") || key.split('.').count() != 2 {
+                return Err(ConfigError::Sweep {
+                    key: key.clone(),
+                    message: "expected a section.key outside [run], e.g. \"method.patches\"".into(),
+                });
+            }
         }
         Ok(ValidConfig {
             raw: self,

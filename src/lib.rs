@@ -15,12 +15,30 @@ pub mod augment;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod experiment;
 pub mod method;
 pub mod models;
 pub mod ops;
 pub mod optim;
 pub mod report;
 pub mod rng;
+pub mod train;
 
-/// The CPU device every example and test uses; `Cuda` with the `cuda` feature.
+/// The CPU device.
 pub type Cpu = dfdx::prelude::Cpu;
+
+/// The device training and evaluation run on: [`Cpu`], or `Cuda` with the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+pub type Device = dfdx::prelude::Cpu;
+/// The device training and evaluation run on: [`Cpu`], or `Cuda` with the `cuda` feature.
+#[cfg(feature = "cuda")]
+pub type Device = dfdx::prelude::Cuda;
+
+/// A short name of the compute device, for run metadata.
+pub fn device_name() -> String {
+    if cfg!(feature = "cuda") {
+        "cuda".into()
+    } else {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+}

@@ -4,9 +4,13 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod common;
 mod data;
+mod eval;
 mod info;
 mod patches;
+mod pretrain;
+mod run;
 
 #[derive(Parser)]
 #[command(name = "spatial-reasoning", version, about = "Relational + spatial reasoning for self-supervised visual representation learning")]
@@ -26,6 +30,12 @@ enum Command {
     Patches(patches::Args),
     /// Time training or inference steps of a backbone.
     Bench(bench::Args),
+    /// Pretrain a backbone with relational reasoning (+ spatial reasoning).
+    Pretrain(pretrain::Args),
+    /// Probe a pretrained run: linear (with n patches) and kNN.
+    Eval(eval::Args),
+    /// The main job: pretrain every arm over seeds, evaluate, write report.md with plots.
+    Run(run::Args),
 }
 
 fn main() {
@@ -35,6 +45,9 @@ fn main() {
         Command::Data(c) => data::run(c),
         Command::Patches(a) => patches::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Pretrain(a) => pretrain::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Run(a) => run::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The full test suite. Works on a fresh machine with only rustup/cargo and python3 installed.
+#
+#   bash scripts/test.sh
+#
+# Real-data tests read CIFAR-10 from $SPATIAL_REASONING_DATA (default: ../shared/data beside the
+# checkout). With CI=true a missing dataset fails the run instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${SPATIAL_REASONING_DATA:-}" ] && [ -d ../shared/data ]; then
+  export SPATIAL_REASONING_DATA="$(cd ../shared/data && pwd)"
+fi
+echo "== data root: ${SPATIAL_REASONING_DATA:-<unset>}"
+
+# Toolchain pieces the checks need (no-ops when present).
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy (release, all targets, warnings are errors)"
+cargo clippy --release --all-targets -- -D warnings
+
+echo "== cargo check --features cuda,ci-check (the CUDA path type-checks without a GPU)"
+cargo check --release --features cuda,ci-check --lib --bins
+
+echo "== cargo test --release (optimised: tensor code is ~60x slower in debug)"
+cargo test --release --no-fail-fast 2>&1 | tee target/test-output.txt
+# cargo test exits non-zero on any failure (pipefail); print the totals for the log.
+passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+echo "tests: ${passed} passed, ${failed} failed"

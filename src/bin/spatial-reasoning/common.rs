@@ -1,0 +1,159 @@
+//! Pieces the subcommands share: config loading with `--set`, the thread pool, progress output.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use spatial_reasoning::config::{Config, ValidConfig};
+use spatial_reasoning::train::metrics::RowKind;
+use spatial_reasoning::train::Progress;
+
+/// `--config FILE` (or the defaults of `../shared/SPEC.md`) plus `--set section.key=value`
+/// overrides, validated.
+pub fn load_config(path: Option<&Path>, sets: &[String]) -> anyhow::Result<ValidConfig> {
+    let base = match path {
+        Some(p) => Config::from_toml_file(p)?,
+        None => Config::default(),
+    };
+    Ok(base.apply_overrides(sets)?.check()?)
+}
+
+/// Size rayon's global pool once (0 = one thread per core).
+pub fn init_threads(threads: usize) {
+    if threads > 0 {
+        // A second call (e.g. several arms in one process) keeps the first pool.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+    }
+}
+
+/// Renders training progress: a one-line bar on a terminal, plain periodic lines otherwise.
+pub struct ProgressPrinter {
+    label: String,
+    tty: bool,
+    total: u64,
+    start: Instant,
+    first_step: u64,
+}
+
+impl ProgressPrinter {
+    pub fn new(label: &str) -> Self {
+        Self {
+            label: label.to_string(),
+            tty: std::io::stderr().is_terminal(),
+            total: 0,
+            start: Instant::now(),
+            first_step: 0,
+        }
+    }
+
+    pub fn handle(&mut self, p: &Progress) {
+        let mut err = std::io::stderr();
+        match p {
+            Progress::Started {
+                total_steps,
+                steps_per_epoch,
+                resumed_from,
+            } => {
+                self.total = *total_steps;
+                self.first_step = resumed_from.unwrap_or(0);
+                self.start = Instant::now();
+                let resumed = resumed_from
+                    .map(|s| format!(", resumed from step {s}"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    err,
+                    "[{}] {total_steps} steps ({steps_per_epoch} per epoch){resumed}",
+                    self.label
+                );
+            }
+            Progress::Row(r) => {
+                let done = r.step.saturating_sub(self.first_step) as f64;
+                let left = self.total.saturating_sub(r.step) as f64;
+                let eta = if done > 0.0 {
+                    self.start.elapsed().as_secs_f64() / done * left
+                } else {
+                    0.0
+                };
+                let line = format!(
+                    "[{}] {} {}/{} epoch {:.2} loss {:.4} (rel {:.4} dist {:.4}) acc {:.1}% {:.0} img/s wait {:.0}% eta {}",
+                    self.label,
+                    if r.kind == RowKind::Epoch { "EPOCH" } else { "step" },
+                    r.step,
+                    self.total,
+                    r.epoch,
+                    r.loss,
+                    r.loss_relation,
+                    r.loss_distance,
+                    100.0 * r.relation_acc,
+                    r.img_per_s,
+                    100.0 * r.data_wait,
+                    fmt_secs(eta)
+                );
+                if self.tty && r.kind == RowKind::Step {
+                    let frac = r.step as f64 / self.total.max(1) as f64;
+                    let filled = (frac * 20.0).round() as usize;
+                    let _ = write!(
+                        err,
+                        "\r\x1b[2K[{}{}] {line}",
+                        "#".repeat(filled),
+                        ".".repeat(20 - filled.min(20))
+                    );
+                } else {
+                    if self.tty {
+                        let _ = write!(err, "\r\x1b[2K");
+                    }
+                    let _ = writeln!(err, "{line}");
+                }
+            }
+            Progress::Checkpoint { step, path } => {
+                if !self.tty {
+                    let _ = writeln!(err, "[{}] checkpoint {step} -> {}", self.label, path.display());
+                }
+            }
+            Progress::Note(n) => {
+                let _ = writeln!(err, "\n[{}] {n}", self.label);
+            }
+        }
+    }
+}
+
+pub fn fmt_secs(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Install a SIGINT handler that sets the returned flag (training checkpoints and stops).
+pub fn stop_flag() -> anyhow::Result<&'static std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = ctrlc::set_handler(|| {
+            if STOP.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond interrupt: exiting without a checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupt: finishing the current step and writing a checkpoint (Ctrl-C again to abort)");
+        })
+        .context("installing the SIGINT handler");
+    });
+    result.map(|_| &STOP)
+}
+
+pub fn default_run_dir(cfg: &ValidConfig) -> PathBuf {
+    PathBuf::from("runs").join(format!(
+        "{}-{}-{}-s{}",
+        cfg.data.dataset.name(),
+        cfg.backbone.name.name(),
+        if cfg.method.is_rr() { "rr" } else { "sr" },
+        cfg.train.seed
+    ))
+}

@@ -1,0 +1,594 @@
+//! Jobs that tie the pieces together: evaluate a run directory, and the main job
+//! ([`run_job`]) that pretrains every arm over seeds, evaluates each, and writes the report.
+//!
+//! Arms (`[run] arms` in the config):
+//! - `random-init`: the backbone as initialised from the seed, no training (lower bound);
+//! - `rr`: relational reasoning alone (`method.patches = 0`, `method.alpha = 0`);
+//! - `sr`: the config's method (spatial reasoning with its patches and α);
+//! - `supervised`: the backbone trained with labels (upper bound), same probe.
+//!
+//! Ablation grids (`[run.sweep]`, e.g. `"method.patches" = [2, 3, 4]`) expand the `sr` arm into
+//! one arm per value, named `sr method.patches=3`; each key is varied on its own (one-at-a-time
+//! ablations), the other arms run once as references.
+//!
+//! Every arm × seed has its own run directory `OUT/<arm>/seed-<s>/`; a job that is started again
+//! skips finished runs and resumes interrupted ones from their checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dfdx::prelude::*;
+
+use crate::augment::Normalize;
+use crate::config::{Config, ValidConfig};
+use crate::data::{self, ImageDataset, Split};
+use crate::eval::{self, EvalResult, FeatureSet, KnnConfig, LinearProbeConfig, ProgressEvent, ResultRow};
+use crate::method::{RelationHead, SslModel};
+use crate::models::{with_backbone, Backbone, BackboneFn};
+use crate::train::{self, checkpoint, Meta, PretrainOptions, TrainData, TrainError};
+
+/// Everything that can stop a job.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Eval(#[from] eval::EvalError),
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    #[error("{path}: {detail}")]
+    File { path: PathBuf, detail: String },
+    #[error("device: {0}")]
+    Device(String),
+}
+
+fn file_err(path: &Path, detail: impl ToString) -> JobError {
+    JobError::File {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Which probes to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalPlan {
+    pub linear: bool,
+    pub knn: bool,
+    /// Patch counts of the linear probe (0 = plain feature).
+    pub probe_patches: Vec<usize>,
+}
+
+impl EvalPlan {
+    pub fn from_config(cfg: &ValidConfig) -> Self {
+        Self {
+            linear: true,
+            knn: true,
+            probe_patches: cfg.eval.probe_patches.clone(),
+        }
+    }
+}
+
+/// Train and test splits plus the normalisation the backbone was trained with.
+#[derive(Clone, Debug)]
+pub struct EvalData {
+    pub train: Arc<ImageDataset>,
+    pub test: Arc<ImageDataset>,
+    pub normalize: Normalize,
+}
+
+/// Load the test split (and reuse the training split of `train`).
+pub fn prepare_eval_data(cfg: &ValidConfig, train: &TrainData) -> Result<EvalData, JobError> {
+    let test = data::load(cfg.data.dataset, &cfg.data_root(), Split::Test, &cfg.data)?;
+    Ok(EvalData {
+        train: train.train.clone(),
+        test: Arc::new(test),
+        normalize: train.normalize,
+    })
+}
+
+/// Progress of a job (the library never prints).
+#[derive(Clone, Debug)]
+pub enum JobProgress {
+    /// Starting `arm` with `seed` (`index` of `total` runs).
+    Run {
+        arm: String,
+        seed: u64,
+        index: usize,
+        total: usize,
+    },
+    Train(train::Progress),
+    Eval(String),
+    Result(ResultRow),
+}
+
+/// Probe a frozen backbone: linear (n = 0 and the patch-concatenated n's) and kNN.
+pub fn evaluate_backbone<B: Backbone<crate::Device>>(
+    backbone: &B,
+    dev: &crate::Device,
+    cfg: &ValidConfig,
+    data: &EvalData,
+    plan: &EvalPlan,
+    progress: &mut dyn FnMut(JobProgress),
+) -> Result<Vec<EvalResult>, JobError> {
+    let size = cfg.data.image_size;
+    let batch = 256;
+    let mut report = |e: ProgressEvent| {
+        if let ProgressEvent::Features { what, done, total } = &e {
+            if done == total {
+                progress(JobProgress::Eval(format!("features {what}: {total} images")));
+            }
+        }
+    };
+    let train_f = eval::extract_features(backbone, dev, &data.train, &data.normalize, size, batch, &mut report)?;
+    let test_f = eval::extract_features(backbone, dev, &data.test, &data.normalize, size, batch, &mut report)?;
+    let mut out = Vec::new();
+    let lin_cfg = LinearProbeConfig {
+        epochs: cfg.eval.linear_epochs,
+        batch: cfg.eval.linear_batch,
+        lr: cfg.eval.linear_lr as f32,
+        seed: cfg.train.seed,
+        ..Default::default()
+    };
+    let patch_ns: Vec<usize> = plan.probe_patches.iter().copied().filter(|&n| n > 0).collect();
+    let grids = if plan.linear && !patch_ns.is_empty() {
+        let p = cfg.patch_size;
+        Some((
+            eval::extract_grid_features(backbone, dev, &data.train, &data.normalize, size, p, &patch_ns, batch, &mut report)?,
+            eval::extract_grid_features(backbone, dev, &data.test, &data.normalize, size, p, &patch_ns, batch, &mut report)?,
+        ))
+    } else {
+        None
+    };
+    if plan.linear {
+        for &n in &plan.probe_patches {
+            let (tr, te): (FeatureSet, FeatureSet) = match (&grids, n) {
+                (Some((gtr, gte)), n) if n > 0 => (
+                    eval::probe_features(&train_f, gtr, n)?,
+                    eval::probe_features(&test_f, gte, n)?,
+                ),
+                _ => (train_f.clone(), test_f.clone()),
+            };
+            let t0 = Instant::now();
+            let r = eval::linear_probe(&tr, &te, &lin_cfg, &mut |_| {})?;
+            let res = EvalResult::from_linear(&r, n, tr.n, te.n, t0.elapsed().as_secs_f64());
+            progress(JobProgress::Eval(format!(
+                "linear probe n={n}: {:.2}% top-1 ({} epochs)",
+                100.0 * res.value,
+                r.epochs
+            )));
+            out.push(res);
+        }
+    }
+    if plan.knn {
+        let t0 = Instant::now();
+        let k = KnnConfig {
+            k: cfg.eval.knn_k.min(train_f.n),
+            temperature: cfg.eval.knn_temperature,
+            ..Default::default()
+        };
+        let r = eval::knn_classify(&train_f, &test_f, &k, &mut |_| {})?;
+        let res = EvalResult::from_knn(&r, train_f.dim, t0.elapsed().as_secs_f64());
+        progress(JobProgress::Eval(format!("kNN k={}: {:.2}% top-1", r.k, 100.0 * res.value)));
+        out.push(res);
+    }
+    Ok(out)
+}
+
+/// File name of a result in `RUN/eval/`.
+pub fn result_file_name(r: &EvalResult) -> String {
+    match r.protocol {
+        eval::Protocol::Linear => format!("linear_n{}.json", r.probe_patches),
+        eval::Protocol::Knn => "knn.json".into(),
+    }
+}
+
+/// Write results to `run_dir/eval/*.json` (atomically) and append them to `csv`.
+pub fn save_results(
+    run_dir: &Path,
+    csv: Option<&Path>,
+    arm: &str,
+    cfg: &ValidConfig,
+    results: &[EvalResult],
+) -> Result<Vec<ResultRow>, JobError> {
+    let dir = run_dir.join("eval");
+    std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+    let mut rows = Vec::new();
+    for r in results {
+        let path = dir.join(result_file_name(r));
+        checkpoint::write_atomic(&path, &serde_json::to_vec_pretty(r).expect("serialises"))
+            .map_err(|e| file_err(&path, e))?;
+        let row = ResultRow::new(
+            &run_dir.display().to_string(),
+            arm,
+            cfg.train.seed,
+            cfg.data.dataset.name(),
+            cfg.backbone.name.name(),
+            r,
+        );
+        if let Some(csv) = csv {
+            eval::append_csv(csv, &row)?;
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Read the normalisation a run was trained with from its `meta.json`.
+pub fn run_normalization(run_dir: &Path) -> Result<Normalize, JobError> {
+    let path = run_dir.join("meta.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
+    let meta: Meta = serde_json::from_str(&text).map_err(|e| file_err(&path, e))?;
+    Ok(Normalize {
+        mean: meta.normalize_mean,
+        std: meta.normalize_std,
+    })
+}
+
+/// Evaluate the newest checkpoint of a pretraining run directory. `overrides` apply to the
+/// saved config's `eval` (and `data`) sections, e.g. `eval.linear_epochs=10`.
+pub fn evaluate_run(
+    run_dir: &Path,
+    overrides: &[String],
+    plan: Option<EvalPlan>,
+    csv: Option<&Path>,
+    arm: &str,
+    progress: &mut dyn FnMut(JobProgress),
+) -> Result<Vec<ResultRow>, JobError> {
+    let cfg_path = run_dir.join("config.toml");
+    let cfg = Config::from_toml_file(&cfg_path)?.apply_overrides(overrides)?.check()?;
+    let plan = plan.unwrap_or_else(|| EvalPlan::from_config(&cfg));
+    let normalize = run_normalization(run_dir)?;
+    let root = cfg.data_root();
+    let mut train = data::load(cfg.data.dataset, &root, Split::Train, &cfg.data)?;
+    if cfg.data.train_limit > 0 && cfg.data.train_limit < train.len() {
+        train = train.subset(&(0..cfg.data.train_limit).collect::<Vec<_>>());
+    }
+    let test = data::load(cfg.data.dataset, &root, Split::Test, &cfg.data)?;
+    let data = EvalData {
+        train: Arc::new(train),
+        test: Arc::new(test),
+        normalize,
+    };
+    let (found, _) = checkpoint::find_latest(run_dir).map_err(TrainError::from)?;
+    let results = load_and_evaluate(&cfg, &found.model_path(), &data, &plan, progress)?;
+    save_results(run_dir, csv, arm, &cfg, &results)
+}
+
+/// Build the config's backbone, load `backbone.*` weights from a pretraining checkpoint, and
+/// evaluate it.
+pub fn load_and_evaluate(
+    cfg: &ValidConfig,
+    model_path: &Path,
+    data: &EvalData,
+    plan: &EvalPlan,
+    progress: &mut dyn FnMut(JobProgress),
+) -> Result<Vec<EvalResult>, JobError> {
+    struct Job<'a> {
+        cfg: &'a ValidConfig,
+        model_path: &'a Path,
+        data: &'a EvalData,
+        plan: &'a EvalPlan,
+        progress: &'a mut dyn FnMut(JobProgress),
+        dev: crate::Device,
+    }
+    impl BackboneFn<crate::Device> for Job<'_> {
+        type Output = Result<Vec<EvalResult>, JobError>;
+        fn call<B: Backbone<crate::Device> + 'static>(self, backbone: B) -> Self::Output {
+            let backbone = if self.cfg.method.is_rr() {
+                load_backbone::<B, 1>(backbone, &self.dev, self.model_path)?
+            } else {
+                load_backbone::<B, 3>(backbone, &self.dev, self.model_path)?
+            };
+            evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, self.progress)
+        }
+    }
+    let dev = crate::Device::seed_from_u64(cfg.train.seed);
+    let job = Job {
+        cfg,
+        model_path,
+        data,
+        plan,
+        progress,
+        dev: dev.clone(),
+    };
+    with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job).map_err(|e| JobError::Device(format!("{e:?}")))?
+}
+
+fn load_backbone<B: Backbone<crate::Device>, const OUT: usize>(
+    backbone: B,
+    dev: &crate::Device,
+    path: &Path,
+) -> Result<B, JobError> {
+    let head = RelationHead::<OUT, f32, _>::build(dev).map_err(|e| JobError::Device(format!("{e:?}")))?;
+    let mut model = SslModel { backbone, head };
+    model
+        .load_safetensors(path)
+        .map_err(|e| file_err(path, format!("cannot load weights: {e:?}")))?;
+    Ok(model.backbone)
+}
+
+/// One arm of a job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Arm {
+    /// Display name, e.g. `sr`, `rr`, `sr method.patches=3`.
+    pub name: String,
+    pub kind: ArmKind,
+    /// `--set` overrides this arm applies on top of the job's config.
+    pub overrides: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArmKind {
+    RandomInit,
+    Pretrain,
+    Supervised,
+}
+
+/// Expand the config's `[run]` section into arms (see the module docs).
+pub fn expand_arms(cfg: &ValidConfig) -> Result<Vec<Arm>, JobError> {
+    let mut arms = Vec::new();
+    for name in &cfg.run.arms {
+        match name.as_str() {
+            "random-init" | "random" => arms.push(Arm {
+                name: "random-init".into(),
+                kind: ArmKind::RandomInit,
+                overrides: vec![],
+            }),
+            "supervised" => arms.push(Arm {
+                name: "supervised".into(),
+                kind: ArmKind::Supervised,
+                overrides: vec![],
+            }),
+            "rr" => arms.push(Arm {
+                name: "rr".into(),
+                kind: ArmKind::Pretrain,
+                overrides: vec!["method.patches=0".into(), "method.alpha=0".into()],
+            }),
+            "sr" => {
+                if cfg.run.sweep.is_empty() {
+                    arms.push(Arm {
+                        name: "sr".into(),
+                        kind: ArmKind::Pretrain,
+                        overrides: vec![],
+                    });
+                }
+                for (key, values) in &cfg.run.sweep {
+                    for v in values {
+                        let value = match v {
+                            toml::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        let set = format!("{key}={value}");
+                        arms.push(Arm {
+                            name: format!("sr {set}"),
+                            kind: ArmKind::Pretrain,
+                            overrides: vec![set],
+                        });
+                    }
+                }
+            }
+            other => {
+                return Err(crate::config::ConfigError::Override {
+                    key: "run.arms".into(),
+                    message: format!("unknown arm `{other}` (expected random-init, rr, sr, supervised)"),
+                }
+                .into())
+            }
+        }
+    }
+    // Every arm's config must be valid before any work starts.
+    for arm in &arms {
+        cfg.raw().apply_overrides(&arm.overrides)?.check()?;
+    }
+    Ok(arms)
+}
+
+/// The directory of one arm × seed below the job's output directory.
+pub fn arm_dir(out: &Path, arm: &str, seed: u64) -> PathBuf {
+    let slug: String = arm
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .collect();
+    out.join(slug).join(format!("seed-{seed}"))
+}
+
+/// What a finished job produced.
+#[derive(Clone, Debug)]
+pub struct JobOutcome {
+    pub rows: Vec<ResultRow>,
+    /// `(arm, seed, run dir)` of every pretraining run (for loss curves).
+    pub runs: Vec<(String, u64, PathBuf)>,
+    pub wall_time_s: f64,
+}
+
+/// Read results already written to `run_dir/eval/` (so a restarted job skips finished runs).
+fn existing_results(run_dir: &Path, plan: &EvalPlan) -> Option<Vec<EvalResult>> {
+    let mut names: Vec<String> = Vec::new();
+    if plan.linear {
+        names.extend(plan.probe_patches.iter().map(|n| format!("linear_n{n}.json")));
+    }
+    if plan.knn {
+        names.push("knn.json".into());
+    }
+    names
+        .iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(run_dir.join("eval").join(n)).ok()?;
+            serde_json::from_str(&text).ok()
+        })
+        .collect()
+}
+
+/// The main job: every arm × seed, pretrained (or not) and evaluated; rows appended to
+/// `out/results.csv`. The report is written by the caller from the outcome.
+pub fn run_job(
+    cfg: &ValidConfig,
+    seeds: &[u64],
+    out: &Path,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    progress: &mut dyn FnMut(JobProgress),
+) -> Result<JobOutcome, JobError> {
+    let started = Instant::now();
+    let arms = expand_arms(cfg)?;
+    std::fs::create_dir_all(out).map_err(|e| file_err(out, e))?;
+    let csv = out.join("results.csv");
+    let base = train::prepare_data(cfg)?;
+    let eval_data = prepare_eval_data(cfg, &base)?;
+    let total = arms.len() * seeds.len();
+    let mut rows = Vec::new();
+    let mut runs = Vec::new();
+    let mut index = 0;
+    for &seed in seeds {
+        for arm in &arms {
+            index += 1;
+            progress(JobProgress::Run {
+                arm: arm.name.clone(),
+                seed,
+                index,
+                total,
+            });
+            let mut sets = arm.overrides.clone();
+            sets.push(format!("train.seed={seed}"));
+            let arm_cfg = cfg.raw().apply_overrides(&sets)?.check()?;
+            let dir = arm_dir(out, &arm.name, seed);
+            let plan = EvalPlan::from_config(&arm_cfg);
+            let plan = match arm.kind {
+                ArmKind::Pretrain if !arm_cfg.method.is_rr() => plan,
+                // n > 0 probes are SR's evaluation; the other arms report n = 0 and kNN.
+                _ => EvalPlan {
+                    probe_patches: plan.probe_patches.iter().copied().filter(|&n| n == 0).collect(),
+                    ..plan
+                },
+            };
+            if let Some(done) = existing_results(&dir, &plan) {
+                progress(JobProgress::Eval(format!("{}: already evaluated, reusing", dir.display())));
+                let new_rows: Vec<ResultRow> = done
+                    .iter()
+                    .map(|r| {
+                        ResultRow::new(
+                            &dir.display().to_string(),
+                            &arm.name,
+                            seed,
+                            arm_cfg.data.dataset.name(),
+                            arm_cfg.backbone.name.name(),
+                            r,
+                        )
+                    })
+                    .collect();
+                rows.extend(new_rows);
+                if arm.kind == ArmKind::Pretrain {
+                    runs.push((arm.name.clone(), seed, dir));
+                }
+                continue;
+            }
+            let results = match arm.kind {
+                ArmKind::Pretrain => {
+                    let resume = dir.join("config.toml").exists();
+                    let mut cb = |p: &train::Progress| progress(JobProgress::Train(p.clone()));
+                    let outcome = train::pretrain(
+                        &arm_cfg,
+                        &base,
+                        &dir,
+                        PretrainOptions {
+                            resume,
+                            stop,
+                            progress: Some(&mut cb),
+                            stop_at_step: None,
+                        },
+                    )?;
+                    if outcome.interrupted {
+                        return Err(TrainError::Other(format!(
+                            "interrupted in {}; run the same command again to resume",
+                            dir.display()
+                        ))
+                        .into());
+                    }
+                    runs.push((arm.name.clone(), seed, dir.clone()));
+                    let (found, _) = checkpoint::find_latest(&dir).map_err(TrainError::from)?;
+                    load_and_evaluate(&arm_cfg, &found.model_path(), &eval_data, &plan, progress)?
+                }
+                ArmKind::RandomInit | ArmKind::Supervised => {
+                    std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+                    checkpoint::write_atomic(&dir.join("config.toml"), arm_cfg.raw().to_toml_string().as_bytes())
+                        .map_err(TrainError::from)?;
+                    reference_arm(&arm_cfg, arm.kind, &eval_data, &plan, progress)?
+                }
+            };
+            let new_rows = save_results(&dir, Some(&csv), &arm.name, &arm_cfg, &results)?;
+            for r in &new_rows {
+                progress(JobProgress::Result(r.clone()));
+            }
+            rows.extend(new_rows);
+        }
+    }
+    Ok(JobOutcome {
+        rows,
+        runs,
+        wall_time_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The random-init and supervised reference arms.
+fn reference_arm(
+    cfg: &ValidConfig,
+    kind: ArmKind,
+    data: &EvalData,
+    plan: &EvalPlan,
+    progress: &mut dyn FnMut(JobProgress),
+) -> Result<Vec<EvalResult>, JobError> {
+    struct Job<'a> {
+        cfg: &'a ValidConfig,
+        kind: ArmKind,
+        data: &'a EvalData,
+        plan: &'a EvalPlan,
+        progress: &'a mut dyn FnMut(JobProgress),
+        dev: crate::Device,
+    }
+    impl BackboneFn<crate::Device> for Job<'_> {
+        type Output = Result<Vec<EvalResult>, JobError>;
+        fn call<B: Backbone<crate::Device> + 'static>(self, mut backbone: B) -> Self::Output {
+            if self.kind == ArmKind::Supervised {
+                let sup = eval::SupervisedConfig {
+                    epochs: self.cfg.train.epochs,
+                    batch: self.cfg.train.batch_size,
+                    lr: self.cfg.optim.lr,
+                    seed: self.cfg.train.seed,
+                    input_size: self.cfg.data.image_size,
+                    max_steps: self.cfg.train.max_steps,
+                    ..Default::default()
+                };
+                let progress = self.progress;
+                let report = eval::train_supervised(
+                    &mut backbone,
+                    &self.dev,
+                    &self.data.train,
+                    &self.data.normalize,
+                    &sup,
+                    &mut |_| {},
+                )?;
+                progress(JobProgress::Eval(format!(
+                    "supervised: {} epochs, final train acc {:.1}%",
+                    report.epochs,
+                    100.0 * report.acc_history.last().copied().unwrap_or(0.0)
+                )));
+                return evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, progress);
+            }
+            evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, self.progress)
+        }
+    }
+    let dev = crate::Device::seed_from_u64(cfg.train.seed);
+    let job = Job {
+        cfg,
+        kind,
+        data,
+        plan,
+        progress,
+        dev: dev.clone(),
+    };
+    with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job).map_err(|e| JobError::Device(format!("{e:?}")))?
+}

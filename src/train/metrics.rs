@@ -1,0 +1,194 @@
+//! `metrics.jsonl`: one JSON object per logged step and per epoch.
+//!
+//! On resume the file is reopened: a torn last line (a kill mid-write) is cut off, every complete
+//! row is kept, and rows the resumed run recomputes for steps already logged are not written
+//! again, so the file never holds duplicates.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Row kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowKind {
+    Step,
+    Epoch,
+}
+
+/// One row of `metrics.jsonl`. Step rows average the steps since the previous step row; epoch
+/// rows average the whole epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub kind: RowKind,
+    /// Completed optimiser steps when the row was written.
+    pub step: u64,
+    /// Fractional epoch (`step / steps_per_epoch`); for epoch rows, the epoch number completed.
+    pub epoch: f64,
+    pub loss: f64,
+    pub loss_relation: f64,
+    pub loss_distance: f64,
+    pub relation_acc: f64,
+    /// Source images per second over the row's window.
+    pub img_per_s: f64,
+    /// Fraction of the window's wall time the model waited for data.
+    pub data_wait: f64,
+    /// Steps skipped so far for non-finite values.
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct MetricsError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Appends rows, one `write` per row.
+pub struct MetricsWriter {
+    path: PathBuf,
+    file: File,
+    last_step: Option<u64>,
+    last_epoch_row: Option<u64>,
+}
+
+impl MetricsWriter {
+    /// Open for a run. With `resume`, keep complete rows and remember the last logged steps;
+    /// without, start a new file.
+    pub fn open(path: &Path, resume: bool) -> Result<Self, MetricsError> {
+        let err = |source| MetricsError {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut last_step = None;
+        let mut last_epoch_row = None;
+        if resume && path.exists() {
+            let text = std::fs::read(path).map_err(err)?;
+            // Keep only complete, parseable lines.
+            let mut keep = 0usize;
+            let mut start = 0usize;
+            while let Some(nl) = text[start..].iter().position(|&b| b == b'\n') {
+                let line = &text[start..start + nl];
+                match serde_json::from_slice::<MetricRow>(line) {
+                    Ok(row) => {
+                        match row.kind {
+                            RowKind::Step => last_step = Some(row.step),
+                            RowKind::Epoch => last_epoch_row = Some(row.step),
+                        }
+                        keep = start + nl + 1;
+                    }
+                    Err(_) => break,
+                }
+                start += nl + 1;
+            }
+            if keep != text.len() {
+                let f = OpenOptions::new().write(true).open(path).map_err(err)?;
+                f.set_len(keep as u64).map_err(err)?;
+                f.sync_all().map_err(err)?;
+            }
+        }
+        let file = if resume {
+            OpenOptions::new().create(true).append(true).open(path)
+        } else {
+            File::create(path)
+        }
+        .map_err(err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            last_step,
+            last_epoch_row,
+        })
+    }
+
+    /// Append a row unless a row of the same kind for this or a later step is already there.
+    /// Returns whether it was written.
+    pub fn write(&mut self, row: &MetricRow) -> Result<bool, MetricsError> {
+        let last = match row.kind {
+            RowKind::Step => &mut self.last_step,
+            RowKind::Epoch => &mut self.last_epoch_row,
+        };
+        if matches!(*last, Some(s) if s >= row.step) {
+            return Ok(false);
+        }
+        let mut line = serde_json::to_vec(row).expect("a row serialises");
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(|source| MetricsError {
+            path: self.path.clone(),
+            source,
+        })?;
+        *last = Some(row.step);
+        Ok(true)
+    }
+
+    /// Flush to disk (called at checkpoints).
+    pub fn sync(&mut self) -> Result<(), MetricsError> {
+        self.file.sync_data().map_err(|source| MetricsError {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Read every complete row of a metrics file.
+pub fn read_rows(path: &Path) -> Result<Vec<MetricRow>, MetricsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| MetricsError {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: RowKind, step: u64) -> MetricRow {
+        MetricRow {
+            kind,
+            step,
+            epoch: 0.0,
+            loss: step as f64,
+            loss_relation: 0.0,
+            loss_distance: 0.0,
+            relation_acc: 0.5,
+            img_per_s: 1.0,
+            data_wait: 0.0,
+            skipped: 0,
+        }
+    }
+
+    #[test]
+    fn resume_cuts_a_torn_line_and_skips_duplicates() {
+        let dir = std::env::temp_dir().join(format!("sr-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        let mut w = MetricsWriter::open(&path, false).unwrap();
+        for s in [10, 20, 30] {
+            assert!(w.write(&row(RowKind::Step, s)).unwrap());
+        }
+        drop(w);
+        // A kill mid-write leaves half a line.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"kind\":\"step\",\"st").unwrap();
+        drop(f);
+        let mut w = MetricsWriter::open(&path, true).unwrap();
+        // Resumed from a checkpoint at step 15: steps 20 and 30 are recomputed, not rewritten.
+        assert!(!w.write(&row(RowKind::Step, 20)).unwrap());
+        assert!(!w.write(&row(RowKind::Step, 30)).unwrap());
+        assert!(w.write(&row(RowKind::Epoch, 30)).unwrap());
+        assert!(w.write(&row(RowKind::Step, 40)).unwrap());
+        let rows = read_rows(&path).unwrap();
+        let steps: Vec<u64> = rows.iter().map(|r| r.step).collect();
+        assert_eq!(steps, vec![10, 20, 30, 30, 40]);
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("}\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
