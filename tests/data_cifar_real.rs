@@ -147,11 +147,11 @@ fn channel_stats_match_numpy() {
     )
     .unwrap();
     let (mean, std) = data::channel_stats(&train);
-    let want_mean = [0.491_399_68, 0.482_158_41, 0.446_530_91];
-    let want_std = [0.247_032_23, 0.243_485_13, 0.261_587_84];
+    let want_mean: [f64; 3] = [0.491_399_68, 0.482_158_41, 0.446_530_91];
+    let want_std: [f64; 3] = [0.247_032_23, 0.243_485_13, 0.261_587_84];
     for c in 0..3 {
-        assert!((mean[c] - want_mean[c]).abs() < 1e-6, "{mean:?}");
-        assert!((std[c] - want_std[c]).abs() < 1e-6, "{std:?}");
+        assert!((mean[c] as f64 - want_mean[c]).abs() < 1e-6, "{mean:?}");
+        assert!((std[c] as f64 - want_std[c]).abs() < 1e-6, "{std:?}");
     }
     // Thread count does not matter.
     let one = rayon::ThreadPoolBuilder::new()

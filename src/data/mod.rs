@@ -43,11 +43,7 @@ impl ImageDataset {
     /// Number of images.
     pub fn len(&self) -> usize {
         let per = self.height * self.width * 3;
-        if per == 0 {
-            0
-        } else {
-            self.pixels.len() / per
-        }
+        self.pixels.len().checked_div(per).unwrap_or(0)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
