@@ -62,9 +62,15 @@ pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
 /// buffer, in parallel. The first failing file in list order is reported.
 pub fn decode_all(files: &[PathBuf], height: usize, width: usize) -> Result<Vec<u8>, DataError> {
     let per = height * width * 3;
+    if per == 0 {
+        return Err(DataError::Invalid {
+            path: files.first().cloned().unwrap_or_default(),
+            detail: format!("image size {width}×{height} is empty"),
+        });
+    }
     let mut pixels = vec![0u8; files.len() * per];
     let results: Vec<Result<(), DataError>> = pixels
-        .par_chunks_mut(per.max(1))
+        .par_chunks_mut(per)
         .zip(files.par_iter())
         .map(|(dst, path)| {
             let img = decode_rgb(path)?;

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use spatial_reasoning::config::{resolve_data_root, DataConfig, DatasetKind};
 use spatial_reasoning::data::{self, preview, ImageDataset, Split};
 
@@ -59,6 +58,12 @@ pub fn run(c: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The error as one message. `DataError::Io` already prints its I/O cause, so it is not kept as
+/// a chained source (anyhow's `{:#}` would print the cause twice).
+fn flat(kind: DatasetKind, split: Split, e: data::DataError) -> anyhow::Error {
+    anyhow::anyhow!("{} {split}: {e}", kind.name())
+}
+
 /// One line: `name split count 0:n0 1:n1 …`.
 fn summary(ds: &ImageDataset) -> String {
     let mut line = format!("{} {} {}", ds.name, ds.split, ds.len());
@@ -77,8 +82,8 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         ..DataConfig::default()
     };
     for &split in Split::of(a.dataset) {
-        let ds = data::load(a.dataset, &root, split, &cfg)
-            .with_context(|| format!("{} {split}", a.dataset.name()))?;
+        let ds =
+            data::load(a.dataset, &root, split, &cfg).map_err(|e| flat(a.dataset, split, e))?;
         println!("{}", summary(&ds));
         if a.stats {
             let (m, s) = data::channel_stats(&ds);
@@ -103,8 +108,8 @@ fn preview_cmd(a: PreviewArgs) -> anyhow::Result<()> {
         dataset: a.dataset,
         ..DataConfig::default()
     };
-    let ds = data::load(a.dataset, &root, a.split, &cfg)
-        .with_context(|| format!("{} {}", a.dataset.name(), a.split))?;
+    let ds =
+        data::load(a.dataset, &root, a.split, &cfg).map_err(|e| flat(a.dataset, a.split, e))?;
     let indices = preview::select(&ds, a.count, a.per_class);
     let columns = match a.per_class {
         Some(k) if ds.labels.is_some() => k,
