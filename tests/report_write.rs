@@ -155,7 +155,7 @@ fn report_has_the_table_plots_and_settings() {
         "| supervised | 3 | 80.0 ± 1.0 | 81.0 ± 0.5 | 78.0 ± 1.0 |",
         "| sr patches=4 | 3 | 65.0 ± 1.0 | 70.0 ± 2.0 | 51.0 ± 3.0 |",
         "Wall time: 1 h 02 min 05 s (3725 s).",
-        "![cifar10 · conv4: linear-probe and kNN accuracy](plots/accuracy.png)",
+        "![cifar10 · conv4: top-1 accuracy per probe](plots/accuracy.png)",
         "[SVG](plots/accuracy.svg)",
         "](plots/ablation_patches.png)",
         "](plots/loss.png)",
@@ -288,4 +288,65 @@ fn bad_patch_boxes_are_errors_not_panics() {
     p[2].pixels.pop();
     assert!(spatial_reasoning::report::plot_patches(&p, "x", &dir.join("p")).is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn single_seeds_categorical_ablations_and_two_datasets() {
+    let dir = temp_dir("edge");
+    let mut rows = Vec::new();
+    for (dataset, base) in [("cifar10", 0.6), ("stl10", 0.5)] {
+        for (arm, d) in [
+            ("rr", 0.0),
+            ("sr target=reference", 0.03),
+            ("sr target=positive-patches-only", 0.01),
+        ] {
+            let mut r = row(arm, 1, Protocol::Linear, 0, base + d);
+            r.dataset = dataset.into();
+            rows.push(r);
+        }
+    }
+    let input = ReportInput {
+        title: "edge cases".into(),
+        rows,
+        ..Default::default()
+    };
+    let files = write_report(&dir, &input).unwrap();
+    let md = std::fs::read_to_string(&files.markdown).unwrap();
+    for line in [
+        "### cifar10 · conv4",
+        "### stl10 · conv4",
+        // one seed: the mean alone, no ± std
+        "| arm | seeds | linear |",
+        "| sr target=reference | 1 | 63.0 |",
+        "| sr target=positive-patches-only | 1 | 51.0 |",
+        "](plots/accuracy_stl10_conv4.png)",
+        "](plots/ablation_target_cifar10_conv4.png)",
+        "Wall time: 0.0 s.",
+    ] {
+        assert!(md.contains(line), "report.md lacks {line:?}:\n{md}");
+    }
+    // No curves and no patch picture: no such sections.
+    assert!(!md.contains("## Pretraining curves") && !md.contains("## Sampled patches"));
+    assert!(!md.contains("## Notes"));
+    // 3 arms × 1 probe: the minimum width.
+    check_png(
+        &dir.join("plots/accuracy_cifar10_conv4.png"),
+        (1000, 600),
+        8,
+    );
+    check_png(
+        &dir.join("plots/ablation_target_stl10_conv4.png"),
+        (1200, 600),
+        8,
+    );
+    check_svg(
+        &dir.join("plots/ablation_target_stl10_conv4.svg"),
+        &["positive-patches-only", "reference"],
+    );
+    assert_eq!(files.plots.len(), 4);
+    if std::env::var_os("SR_KEEP_REPORT").is_some() {
+        println!("report kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -219,6 +219,14 @@ fn results_section(
          over seeds; `seeds` is the number of runs per cell, `n` the patches the probe \
          concatenates to the image feature. Per-run numbers: `results.csv`.\n"
     );
+    let used: usize = summary.iter().map(|r| r.count).sum();
+    if used < rows.len() {
+        let _ = writeln!(
+            md,
+            "{} earlier row(s) of re-evaluated runs were superseded by their later rows.\n",
+            rows.len() - used
+        );
+    }
     let groups = distinct(&summary, |r| (r.dataset.clone(), r.backbone.clone()));
     for (dataset, backbone) in &groups {
         let part: Vec<SummaryRow> = summary
@@ -234,7 +242,7 @@ fn results_section(
         let _ = writeln!(md, "### {dataset} · {backbone}\n");
         md.push_str(&accuracy_table(&part));
         md.push('\n');
-        let title = format!("{dataset} · {backbone}: linear-probe and kNN accuracy");
+        let title = format!("{dataset} · {backbone}: top-1 accuracy per probe");
         let files = plot_accuracy(
             &part,
             &title,

@@ -371,6 +371,15 @@ where
     Ok(())
 }
 
+/// What the error bars of a chart of `rows` show.
+fn error_bar_note(rows: &[SummaryRow]) -> &'static str {
+    if rows.iter().any(|r| r.std.is_finite()) {
+        "error bars: ± 1 std over seeds"
+    } else {
+        "one seed per point: no error bars"
+    }
+}
+
 /// Decimals a tick label needs on an axis spanning `span` (about five ticks): 1000 → 0, 0.9 → 1.
 fn decimals(span: f64) -> usize {
     if !(span.is_finite() && span > 0.0) {
@@ -444,7 +453,7 @@ where
         .iter()
         .map(|a| (a.clone(), arm_colour(arm_order, arms, a), Swatch::Bar))
         .collect();
-    let note = "error bars: ± 1 std";
+    let note = error_bar_note(summary);
     let (plot_area, legend_area) = split_legend(root, Some(note), &entries)?;
     let cols = probe_columns(summary);
     let labels: Vec<String> = cols.iter().map(|c| c.1.clone()).collect();
@@ -624,7 +633,7 @@ where
         .enumerate()
         .map(|(i, (name, _))| (name.clone(), colour(i), Swatch::Line))
         .collect();
-    let note = "error bars: ± 1 std";
+    let note = error_bar_note(rows);
     let (plot_area, legend_area) = split_legend(root, Some(note), &entries)?;
 
     let keys: Vec<f64> = values.iter().map(|v| pos_of(v)).collect();

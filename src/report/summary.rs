@@ -51,7 +51,9 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
 /// group over its seeds to mean ± sample std.
 ///
 /// Groups come out in the order their first row appears, so the caller's arm order (e.g. `random`,
-/// `rr`, `sr`, `supervised`) is kept.
+/// `rr`, `sr`, `supervised`) is kept. The results CSV is append-only, so a run evaluated again
+/// has two rows for one probe: the later row (the re-evaluation) replaces the earlier one, and a
+/// run counts once.
 pub fn summarize(rows: &[ResultRow]) -> Vec<SummaryRow> {
     type Key<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, usize);
     fn key(r: &ResultRow) -> Key<'_> {
@@ -69,7 +71,13 @@ pub fn summarize(rows: &[ResultRow]) -> Vec<SummaryRow> {
     for r in rows {
         let k = key(r);
         match order.iter().position(|o| *o == k) {
-            Some(i) => groups[i].push(r),
+            Some(i) => match groups[i]
+                .iter()
+                .position(|o| o.run == r.run && o.seed == r.seed)
+            {
+                Some(j) => groups[i][j] = r,
+                None => groups[i].push(r),
+            },
             None => {
                 order.push(k);
                 groups.push(vec![r]);
@@ -278,6 +286,12 @@ mod tests {
         assert!((s[1].std - 0.1 * 2f64.sqrt()).abs() < 1e-12);
         assert_eq!((s[2].probe_patches, s[2].count), (9, 1));
         assert!(s[2].std.is_nan());
+        // A re-evaluated run (same run and seed appended again) replaces its earlier number.
+        let mut again = rows.clone();
+        again.push(row("rr", 2, Linear, 0, 0.9));
+        let s = summarize(&again);
+        assert_eq!(s[0].count, 3);
+        assert!((s[0].mean - (0.5 + 0.9 + 0.7) / 3.0).abs() < 1e-12);
     }
 
     #[test]
