@@ -512,6 +512,33 @@ pub fn extract_grid_features<D: Device<f32>, B: Backbone<D>>(
     batch: usize,
     progress: &mut dyn FnMut(ProgressEvent),
 ) -> Result<GridFeatures> {
+    let mut positions = vec![];
+    for &n in ns {
+        for pos in grid_positions(ds.height, patch_size, n)? {
+            if !positions.contains(&pos) {
+                positions.push(pos);
+            }
+        }
+    }
+    extract_windows(
+        backbone, dev, ds, norm, input_size, patch_size, &positions, batch, progress,
+    )
+}
+
+/// Like [`extract_grid_features`] for explicit window positions `(row, col)` (top-left corners
+/// in original-image pixels); each window must lie inside the image.
+#[allow(clippy::too_many_arguments)]
+pub fn extract_windows<D: Device<f32>, B: Backbone<D>>(
+    backbone: &B,
+    dev: &D,
+    ds: &ImageDataset,
+    norm: &Normalize,
+    input_size: usize,
+    patch_size: usize,
+    positions: &[(usize, usize)],
+    batch: usize,
+    progress: &mut dyn FnMut(ProgressEvent),
+) -> Result<GridFeatures> {
     check_normalization(norm)?;
     check_sizes(ds, input_size, batch)?;
     if ds.height != ds.width {
@@ -523,39 +550,51 @@ pub fn extract_grid_features<D: Device<f32>, B: Backbone<D>>(
             ),
         ));
     }
-    let (labels, classes) = labels_of(ds)?;
     let side = ds.height;
+    if patch_size == 0 || patch_size > side {
+        return Err(EvalError::invalid(
+            "patch_size",
+            format!("{patch_size} must lie in 1..={side} (the image side)"),
+        ));
+    }
+    if let Some(pos) = positions
+        .iter()
+        .find(|(r, c)| r + patch_size > side || c + patch_size > side)
+    {
+        return Err(EvalError::invalid(
+            "patch window",
+            format!("{pos:?} with side {patch_size} leaves the {side}×{side} image"),
+        ));
+    }
+    let (labels, classes) = labels_of(ds)?;
     let mut windows = BTreeMap::new();
-    for &n in ns {
-        for pos in grid_positions(side, patch_size, n)? {
-            if windows.contains_key(&pos) {
-                continue;
-            }
-            let (r, c) = pos;
-            let what = format!("{}/{} patch ({r},{c})", ds.name, ds.split);
-            let data = run_backbone(
-                backbone,
-                dev,
-                ds.len(),
-                input_size,
-                batch,
-                &what,
-                |i, out| {
-                    let window = Window {
-                        top: r,
-                        left: c,
-                        height: patch_size,
-                        width: patch_size,
-                    };
-                    window_to_chw(ds.image(i), side, side, window, input_size, norm, out)
-                },
-                progress,
-            )?;
-            windows.insert(
-                pos,
-                FeatureSet::new(FEATURES, data, labels.clone(), classes)?,
-            );
+    for &(r, c) in positions {
+        if windows.contains_key(&(r, c)) {
+            continue;
         }
+        let what = format!("{}/{} patch ({r},{c})", ds.name, ds.split);
+        let data = run_backbone(
+            backbone,
+            dev,
+            ds.len(),
+            input_size,
+            batch,
+            &what,
+            |i, out| {
+                let window = Window {
+                    top: r,
+                    left: c,
+                    height: patch_size,
+                    width: patch_size,
+                };
+                window_to_chw(ds.image(i), side, side, window, input_size, norm, out)
+            },
+            progress,
+        )?;
+        windows.insert(
+            (r, c),
+            FeatureSet::new(FEATURES, data, labels.clone(), classes)?,
+        );
     }
     Ok(GridFeatures {
         image_size: side,

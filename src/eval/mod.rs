@@ -7,6 +7,8 @@
 //!   ([`linear_probe`]).
 //! - [`knn`]: weighted k-nearest-neighbour classification on cosine similarity ([`knn_classify`]).
 //! - [`supervised`]: the supervised reference arm ([`train_supervised`]).
+//! - [`protocol`]: the whole evaluation of one backbone in one call ([`evaluate_backbone`]):
+//!   features once (optionally cached), linear probe per patch count n, kNN.
 //! - [`results`]: serialisable results ([`EvalResult`]) and the CSV log ([`append_csv`]).
 //!
 //! Accuracies are fractions in `[0, 1]` everywhere in this module (multiply by 100 for the
@@ -18,19 +20,21 @@
 pub mod features;
 pub mod knn;
 pub mod linear;
+pub mod protocol;
 pub mod results;
 pub mod supervised;
 
 pub use crate::augment::Normalize;
 pub use features::{
-    check_normalization, extract_features, extract_grid_features, grid_positions, probe_features,
-    FeatureCache, FeatureSet, GridFeatures,
+    check_normalization, extract_features, extract_grid_features, extract_windows, grid_positions,
+    probe_features, FeatureCache, FeatureSet, GridFeatures,
 };
 pub use knn::{knn_classify, KnnConfig, KnnIndex, KnnResult};
 pub use linear::{
     linear_probe, train_linear, train_linear_from, EpochStats, LinearClassifier, LinearProbeConfig,
     LinearProbeResult,
 };
+pub use protocol::{evaluate_backbone, CacheSpec, EvalPlan};
 pub use results::{append_csv, EvalResult, Protocol, ResultRow};
 pub use supervised::{train_supervised, SupervisedAugment, SupervisedConfig, SupervisedReport};
 
