@@ -271,3 +271,29 @@ fn class_is_in_the_layout_not_the_appearance() {
     assert!(layout > 0.5, "layout {layout}");
     assert!(appearance < 0.2, "appearance {appearance}");
 }
+
+#[test]
+fn cli_preview_writes_a_labelled_png() {
+    let out = std::env::temp_dir().join(format!("sr-preview-{}.png", std::process::id()));
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_spatial-reasoning"))
+        .args([
+            "data",
+            "preview",
+            "--dataset",
+            "synthetic",
+            "--per-class",
+            "3",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let img = image::open(&out).unwrap().to_rgb8();
+    let _ = std::fs::remove_file(&out);
+    // 3 columns of 96 + 6 px, 10 rows of 96 + 16 + 6 px, title 24, padding 6.
+    assert_eq!(img.dimensions(), (3 * 102 + 6, 24 + 10 * 118 + 6));
+    // Top-left image = synthetic train image 0 scaled ×3.
+    let ds = synthetic::generate(Split::Train, 1, 0).unwrap();
+    assert_eq!(img.get_pixel(6 + 2, 24 + 2).0, ds.image(0)[..3]);
+}

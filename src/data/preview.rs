@@ -162,3 +162,51 @@ pub fn save_preview(
         detail: format!("writing the PNG failed: {e}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grey_dataset() -> ImageDataset {
+        ImageDataset {
+            name: "t".into(),
+            split: "train".into(),
+            height: 4,
+            width: 4,
+            pixels: vec![128; 2 * 4 * 4 * 3],
+            labels: Some(vec![0, 1]),
+            class_names: vec!["alpha".into(), "a-very-long-class-name-indeed".into()],
+        }
+    }
+
+    #[test]
+    fn grid_draws_images_and_label_text() {
+        let ds = grey_dataset();
+        let img = render_grid(&ds, &[0, 1], 2, 8).unwrap();
+        // Two cells of max(32, 64) + 6 px, plus padding; title, image, label rows.
+        assert_eq!(img.dimensions(), (2 * 70 + 6, 24 + 32 + 16 + 6 + 6));
+        // The first image is blitted (centred in its 64 px cell) …
+        assert_eq!(img.get_pixel(6 + 16, 24).0, [128, 128, 128]);
+        // … and its label is drawn: dark pixels in the strip under it, which would stay white
+        // if the font were not registered.
+        let dark = |x0: u32, x1: u32| {
+            (x0..x1)
+                .flat_map(|x| (24 + 32..24 + 32 + 16).map(move |y| (x, y)))
+                .filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100)
+                .count()
+        };
+        assert!(dark(6, 70) > 10, "no label text under image 0");
+        // A name too long for the cell is shortened, not drawn across the neighbour.
+        assert!(dark(76, 146) > 10);
+    }
+
+    #[test]
+    fn selection_per_class_and_spread() {
+        let mut ds = grey_dataset();
+        ds.pixels = vec![0; 6 * 48];
+        ds.labels = Some(vec![1, 0, 1, 1, 0, 0]);
+        assert_eq!(select(&ds, 0, Some(2)), vec![1, 4, 0, 2]);
+        assert_eq!(select(&ds, 3, None), vec![0, 2, 4]);
+        assert_eq!(select(&ds, 100, None).len(), 6);
+    }
+}
