@@ -249,7 +249,7 @@ fn metrics_jsonl_ignores_extra_fields_and_reads_null_as_nan() {
     std::fs::write(
         &path,
         concat!(
-            r#"{"kind":"step","step":1,"epoch":0.01,"loss":1.5,"loss_relation":1.0,"loss_distance":0.5,"relation_acc":0.5,"img_per_s":900.0,"lr":0.001}"#,
+            r#"{"kind":"step","step":1,"epoch":0.01,"loss":1.5,"loss_relation":1.0,"loss_distance":0.5,"relation_acc":0.5,"img_per_s":900.0,"data_wait":0.1,"skipped":0,"lr":0.001}"#,
             "\n\n",
             r#"{"kind":"epoch","step":100,"epoch":1.0,"loss":1.2,"loss_relation":0.9,"loss_distance":0.3,"relation_acc":0.6,"img_per_s":950.0}"#,
             "\n",
@@ -349,4 +349,44 @@ fn single_seeds_categorical_ablations_and_two_datasets() {
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+#[test]
+fn an_existing_results_csv_is_never_overwritten() {
+    let rows = synthetic_rows();
+    let input = ReportInput {
+        title: "t".into(),
+        rows: rows.clone(),
+        ..Default::default()
+    };
+    // The evaluation appended exactly the report's rows: the file is used as it is.
+    let dir = temp_dir("keep-same");
+    let csv = dir.join("results.csv");
+    for r in &rows {
+        spatial_reasoning::eval::append_csv(&csv, r).unwrap();
+    }
+    let before = std::fs::read(&csv).unwrap();
+    let files = write_report(&dir, &input).unwrap();
+    assert_eq!(files.results_csv, csv);
+    assert_eq!(std::fs::read(&csv).unwrap(), before);
+    let md = std::fs::read_to_string(&files.markdown).unwrap();
+    assert!(md.contains("Per-run numbers: `results.csv`."), "{md}");
+    assert!(!dir.join("report-results.csv").exists());
+
+    // The log holds more (an older study's row): it stays, the report's rows go next to it.
+    let dir = temp_dir("keep-other");
+    let csv = dir.join("results.csv");
+    let mut older = rows[0].clone();
+    older.arm = "older".into();
+    spatial_reasoning::eval::append_csv(&csv, &older).unwrap();
+    let before = std::fs::read(&csv).unwrap();
+    let files = write_report(&dir, &input).unwrap();
+    assert_eq!(std::fs::read(&csv).unwrap(), before);
+    assert_eq!(files.results_csv, dir.join("report-results.csv"));
+    assert_eq!(read_results_csv(&files.results_csv).unwrap(), rows);
+    let md = std::fs::read_to_string(&files.markdown).unwrap();
+    assert!(
+        md.contains("Per-run numbers: `report-results.csv`."),
+        "{md}"
+    );
 }

@@ -34,8 +34,8 @@ pub struct ReportInput {
 pub struct ReportFiles {
     /// `DIR/report.md` ([`write_report`]) or `DIR/results.md` ([`regenerate_from_csv`]).
     pub markdown: PathBuf,
-    /// `DIR/results.csv`: the rows the report was built from (written by [`write_report`]; for
-    /// [`regenerate_from_csv`] the CSV it read).
+    /// The CSV of the rows the report was built from: for [`write_report`], `DIR/results.csv`
+    /// (or `DIR/report-results.csv`, see there); for [`regenerate_from_csv`], the CSV it read.
     pub results_csv: PathBuf,
     /// `DIR/summary.csv`: one line per arm and probe, mean and std as fractions.
     pub summary_csv: PathBuf,
@@ -46,15 +46,18 @@ pub struct ReportFiles {
 /// Writes `DIR/report.md` with the results table (mean ± std per arm and probe, in % with one
 /// decimal), the charts under `DIR/plots/` (accuracy, one per ablation key, pretraining loss,
 /// sampled patches; PNG linked, SVG next to it), the notes, the settings and the wall time.
-/// Also writes `DIR/results.csv` (the input rows, readable by [`regenerate_from_csv`]) and
-/// `DIR/summary.csv`.
+/// Also writes `DIR/summary.csv`, and keeps the per-run rows in a CSV that
+/// [`regenerate_from_csv`] turns back into the same tables: `DIR/results.csv` is written when
+/// absent, and left untouched when present and giving the same numbers (the usual case: the
+/// evaluation appended these very rows to it); otherwise the rows go to
+/// `DIR/report-results.csv`, so an append-only log is never overwritten. `report.md` names the
+/// file used.
 ///
 /// Charts whose data is missing (no curves, no patch picture, no ablation arm) are left out.
 pub fn write_report(dir: &Path, input: &ReportInput) -> Result<ReportFiles, ReportError> {
     std::fs::create_dir_all(dir.join("plots"))
         .map_err(|e| ReportError::io(dir.join("plots"), e))?;
-    let results_csv = dir.join("results.csv");
-    write_results_csv(&results_csv, &input.rows)?;
+    let results_csv = keep_rows_csv(dir, &input.rows)?;
     let mut arm_order: Vec<String> = input.rows.iter().map(|r| r.arm.clone()).collect();
     arm_order.extend(input.curves.iter().map(|c| c.0.clone()));
     dedup_keep_order(&mut arm_order);
@@ -67,7 +70,8 @@ pub fn write_report(dir: &Path, input: &ReportInput) -> Result<ReportFiles, Repo
         env!("CARGO_PKG_VERSION"),
         format_duration(input.wall_time_s)
     );
-    let (results, summary_csv, mut plots) = results_section(dir, &input.rows, &arm_order)?;
+    let (results, summary_csv, mut plots) =
+        results_section(dir, &input.rows, &arm_order, &results_csv)?;
     md.push_str(&results);
 
     if input
@@ -118,7 +122,7 @@ pub fn regenerate_from_csv(csv: &Path, dir: &Path) -> Result<ReportFiles, Report
     }
     let mut arm_order: Vec<String> = rows.iter().map(|r| r.arm.clone()).collect();
     dedup_keep_order(&mut arm_order);
-    let (results, summary_csv, plots) = results_section(dir, &rows, &arm_order)?;
+    let (results, summary_csv, plots) = results_section(dir, &rows, &arm_order, csv)?;
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -201,6 +205,7 @@ fn results_section(
     dir: &Path,
     rows: &[ResultRow],
     arm_order: &[String],
+    csv: &Path,
 ) -> Result<(String, PathBuf, Vec<PlotFiles>), ReportError> {
     let summary = summarize(rows);
     let summary_csv = dir.join("summary.csv");
@@ -217,7 +222,8 @@ fn results_section(
         md,
         "Top-1 accuracy (%) on the test split, mean ± sample standard deviation (divisor n − 1) \
          over seeds; `seeds` is the number of runs per cell, `n` the patches the probe \
-         concatenates to the image feature. Per-run numbers: `results.csv`.\n"
+         concatenates to the image feature. Per-run numbers: `{}`.\n",
+        rel_path(dir, csv)
     );
     let used: usize = summary.iter().map(|r| r.count).sum();
     if used < rows.len() {
@@ -295,20 +301,58 @@ fn write_summary_csv(path: &Path, summary: &[SummaryRow]) -> Result<(), ReportEr
     std::fs::write(path, s).map_err(|e| ReportError::io(path, e))
 }
 
+/// `p` relative to `dir` when under it, with `/` separators.
+fn rel_path(dir: &Path, p: &Path) -> String {
+    p.strip_prefix(dir)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
 /// `![alt](plots/x.png)` and a link to the SVG, relative to `dir`.
 fn image_link(dir: &Path, alt: &str, files: &PlotFiles) -> String {
-    let rel = |p: &Path| {
-        p.strip_prefix(dir)
-            .unwrap_or(p)
-            .to_string_lossy()
-            .replace('\\', "/")
-    };
     format!(
         "![{}]({})\n\n[SVG]({})\n\n",
         alt.replace(['[', ']'], ""),
-        rel(&files.png),
-        rel(&files.svg)
+        rel_path(dir, &files.png),
+        rel_path(dir, &files.svg)
     )
+}
+
+/// The CSV that keeps `rows` for [`regenerate_from_csv`] (see [`write_report`]).
+fn keep_rows_csv(dir: &Path, rows: &[ResultRow]) -> Result<PathBuf, ReportError> {
+    let main = dir.join("results.csv");
+    if !main.exists() {
+        write_results_csv(&main, rows)?;
+        return Ok(main);
+    }
+    if let Ok(existing) = read_results_csv(&main) {
+        if same_numbers(&summarize(&existing), &summarize(rows)) {
+            return Ok(main);
+        }
+    }
+    let alt = dir.join("report-results.csv");
+    write_results_csv(&alt, rows)?;
+    Ok(alt)
+}
+
+/// Whether two summaries hold the same cells (in any order), equal to 1e-9.
+fn same_numbers(a: &[SummaryRow], b: &[SummaryRow]) -> bool {
+    let close = |x: f64, y: f64| (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-9;
+    a.len() == b.len()
+        && a.iter().all(|r| {
+            b.iter().any(|o| {
+                o.dataset == r.dataset
+                    && o.backbone == r.backbone
+                    && o.arm == r.arm
+                    && o.protocol == r.protocol
+                    && o.metric == r.metric
+                    && o.probe_patches == r.probe_patches
+                    && o.count == r.count
+                    && close(o.mean, r.mean)
+                    && close(o.std, r.std)
+            })
+        })
 }
 
 fn dedup_keep_order(v: &mut Vec<String>) {
