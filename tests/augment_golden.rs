@@ -8,6 +8,9 @@
 //!         return b.reshape(h, w, 3).permute(2, 0, 1).float() / 255
 //!     def show(t): print("[" + ", ".join(f"{v:.6f}" for v in t.flatten().tolist()) + "]")
 
+// The expected values are pasted exactly as torchvision printed them (6 decimals, trailing zeros).
+#![allow(clippy::excessive_precision)]
+
 use spatial_reasoning::augment::color;
 use spatial_reasoning::augment::*;
 use spatial_reasoning::config::PatchMode;
