@@ -297,3 +297,18 @@ fn cli_preview_writes_a_labelled_png() {
     let ds = synthetic::generate(Split::Train, 1, 0).unwrap();
     assert_eq!(img.get_pixel(6 + 2, 24 + 2).0, ds.image(0)[..3]);
 }
+
+/// Writes the default synthetic splits (seed 0) as raw files for `data-scripts/synthetic_probe.py`:
+/// `cargo test --release --test data_synthetic dump -- --ignored` with `SYNTHETIC_DUMP_DIR` set.
+#[test]
+#[ignore = "writes files for an external measurement"]
+fn dump_for_external_probe() {
+    let dir =
+        std::path::PathBuf::from(std::env::var("SYNTHETIC_DUMP_DIR").unwrap_or("/tmp".into()));
+    for (split, n) in [(Split::Train, 10_000), (Split::Test, 2_000)] {
+        let ds = synthetic::generate(split, n, 0).unwrap();
+        std::fs::write(dir.join(format!("syn_{}_x.bin", ds.split)), &ds.pixels).unwrap();
+        let labels: Vec<u8> = ds.labels.unwrap().iter().map(|&v| v as u8).collect();
+        std::fs::write(dir.join(format!("syn_{}_y.bin", ds.split)), labels).unwrap();
+    }
+}
