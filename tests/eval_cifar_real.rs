@@ -148,3 +148,33 @@ fn supervised_steps_train_conv4_on_real_cifar10() {
     );
     assert_ne!(before, snapshot(&bb, "real-sup-after"));
 }
+
+/// The random-init Conv-4 arm on the full CIFAR-10 (50,000 / 10,000), for comparison with
+/// SPEC §5 (32.92 %), with timings. Run with
+/// `cargo test --release --test eval_cifar_real -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn full_cifar10_random_init_conv4() {
+    let Some(root) = data_root() else { return };
+    let train = load(&root, Split::Train, 50_000);
+    let test = load(&root, Split::Test, 10_000);
+    let norm = norm_of(&train);
+    let dev = Cpu::seed_from_u64(0);
+    let bb = Conv4::<Cpu>::new(&dev, 1).unwrap();
+    let t = Instant::now();
+    let ftr = extract_features(&bb, &dev, &train, &norm, 32, 256, &mut |_| {}).unwrap();
+    let fte = extract_features(&bb, &dev, &test, &norm, 32, 256, &mut |_| {}).unwrap();
+    let t_extract = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let lin = linear_probe(&ftr, &fte, &LinearProbeConfig::default(), &mut |_| {}).unwrap();
+    let t_lin = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let knn = knn_classify(&ftr, &fte, &KnnConfig::default(), &mut |_| {}).unwrap();
+    let t_knn = t.elapsed().as_secs_f64();
+    eprintln!(
+        "random-init conv4 (seed 1), CIFAR-10 50k/10k: extract {t_extract:.1} s, linear {:.4} \
+         ({t_lin:.1} s), kNN {:.4} ({t_knn:.1} s)",
+        lin.acc, knn.acc
+    );
+    assert!((0.2..0.45).contains(&lin.acc), "linear {}", lin.acc);
+}

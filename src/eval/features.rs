@@ -527,6 +527,9 @@ pub fn extract_grid_features<D: Device<f32>, B: Backbone<D>>(
 
 /// Like [`extract_grid_features`] for explicit window positions `(row, col)` (top-left corners
 /// in original-image pixels); each window must lie inside the image.
+///
+/// # Shapes
+/// per window: images `(batch, 3, input_size, input_size)` → `n_images × FEATURES`.
 #[allow(clippy::too_many_arguments)]
 pub fn extract_windows<D: Device<f32>, B: Backbone<D>>(
     backbone: &B,

@@ -52,6 +52,7 @@ pub enum EvalError {
     /// The tensor device reported an error.
     #[error("device error during {during}: {detail}")]
     Device { during: String, detail: String },
+    /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -13,11 +13,14 @@ use super::{EvalError, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    /// Linear probe on frozen features (with n patch features for the patch-concatenated probe).
     Linear,
+    /// Weighted kNN on frozen features.
     Knn,
 }
 
 impl Protocol {
+    /// Serialised name: `linear` or `knn`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Linear => "linear",
