@@ -452,6 +452,13 @@ fn tiny_imagenet_errors_name_the_file() {
     );
     let err = folder::load_tiny_imagenet(tmp.path(), Split::Test, Counts::Any).unwrap_err();
     assert!(err.to_string().contains("val_5.JPEG"), "{err}");
+    // An image listed twice.
+    let tmp = tiny_fixture(&[("val_0.JPEG", "n03"), ("val_0.JPEG", "n01")]);
+    let err = folder::load_tiny_imagenet(tmp.path(), Split::Test, Counts::Any).unwrap_err();
+    assert!(
+        err.to_string().contains("val_0.JPEG: listed twice"),
+        "{err}"
+    );
     // A listed image that is missing.
     let tmp = tiny_fixture(&[("val_0.JPEG", "n03")]);
     std::fs::remove_file(tmp.path().join("tiny-imagenet-200/val/images/val_0.JPEG")).unwrap();

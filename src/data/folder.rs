@@ -292,24 +292,22 @@ fn tiny_val(
         files.push(path);
         labels.push(label as u16);
     }
-    let present = image_files(&images)?;
-    if present.len() != files.len() {
-        let mut listed = files.clone();
-        listed.sort();
-        let extra = present
-            .iter()
-            .find(|p| listed.binary_search(p).is_err())
-            .cloned()
-            .unwrap_or_else(|| images.clone());
+    // Annotations and image files must match one to one.
+    let mut listed = files.clone();
+    listed.sort();
+    if let Some(w) = listed.windows(2).find(|w| w[0] == w[1]) {
+        return Err(DataError::Invalid {
+            path: w[0].clone(),
+            detail: format!("listed twice in {}", ann.display()),
+        });
+    }
+    if let Some(extra) = image_files(&images)?
+        .into_iter()
+        .find(|p| listed.binary_search(p).is_err())
+    {
         return Err(DataError::Invalid {
             path: extra,
-            detail: format!(
-                "{} images in {} but {} annotations in {} (an image listed twice or not listed)",
-                present.len(),
-                images.display(),
-                files.len(),
-                ann.display()
-            ),
+            detail: format!("image not listed in {}", ann.display()),
         });
     }
     if files.is_empty() || (official && files.len() != 10_000) {
