@@ -72,7 +72,13 @@ fetch_dataset() { # NAME ARCHIVE MD5 FOLDER BASE_URL [ROOT]
     mkdir "$tmp/unpack"
     case "$archive" in
         *.tar.gz | *.tgz) tar -xzf "$tmp/$archive" -C "$tmp/unpack" ;;
-        *.zip) unzip -q "$tmp/$archive" -d "$tmp/unpack" ;;
+        *.zip)
+            if command -v unzip >/dev/null 2>&1; then
+                unzip -q "$tmp/$archive" -d "$tmp/unpack"
+            else
+                python3 -m zipfile -e "$tmp/$archive" "$tmp/unpack"
+            fi
+            ;;
         *) die "$name: unknown archive type $archive" ;;
     esac || die "$name: unpacking $archive failed"
     [ -d "$tmp/unpack/$folder" ] || die "$name: $archive does not contain $folder/"
