@@ -118,6 +118,37 @@ pub fn class_head<D: Device<f32>>(dev: &D, rng: &mut crate::rng::Rng) -> ClassHe
     }
 }
 
+/// The logit mask of a `classes`-way problem: 0 for the first `classes` outputs, −1e9 after.
+///
+/// # Shapes
+/// `(MAX_CLASSES,)`
+pub fn class_mask<D: Device<f32>>(
+    dev: &D,
+    classes: usize,
+) -> Tensor<(Const<MAX_CLASSES>,), f32, D> {
+    let mut mask = vec![-1e9f32; MAX_CLASSES];
+    mask[..classes.min(MAX_CLASSES)].fill(0.0);
+    dev.tensor_from_vec(mask, (Const::<MAX_CLASSES>,))
+}
+
+/// `head(features) + mask`, the logits whose softmax cross-entropy equals that of a
+/// `Linear(F → C)` (see [`ClassHead`]).
+///
+/// # Shapes
+/// `(B, F)` → `(B, MAX_CLASSES)`
+pub fn masked_logits<D: Device<f32>, T: Tape<f32, D> + Merge<NoneTape>>(
+    head: &ClassHead<D>,
+    features: Tensor<(usize, Const<FEATURES>), f32, D, T>,
+    mask: &Tensor<(Const<MAX_CLASSES>,), f32, D>,
+) -> std::result::Result<Tensor<(usize, Const<MAX_CLASSES>), f32, D, T>, D::Err> {
+    let b = features.shape().0;
+    let logits = head.try_forward(features)?;
+    let mask_b = mask
+        .clone()
+        .try_broadcast_like::<_, Axis<0>>(&(b, Const::<MAX_CLASSES>))?;
+    logits.try_add(mask_b)
+}
+
 /// Backbone and head in one [`TensorCollection`], so one gradient buffer and one optimiser
 /// cover both (DFDX-NOTES).
 #[derive(Clone, Debug)]
@@ -261,9 +292,7 @@ pub fn train_supervised<D: Device<f32>, B: Backbone<D>>(
             weight_decay: None,
         },
     );
-    let mut mask = vec![-1e9f32; MAX_CLASSES];
-    mask[..classes].fill(0.0);
-    let mask = dev.tensor_from_vec(mask, (Const::<MAX_CLASSES>,));
+    let mask = class_mask(dev, classes);
     let mut grads = Some(net.alloc_grads());
     let steps_per_epoch = n / cfg.batch;
     let mut order: Vec<usize> = (0..n).collect();
@@ -300,16 +329,7 @@ pub fn train_supervised<D: Device<f32>, B: Backbone<D>>(
                 .bb
                 .forward_train(x.traced(g))
                 .map_err(|e| dev_err("supervised forward", &e))?;
-            let logits = net
-                .head
-                .try_forward(feats)
-                .map_err(|e| dev_err("supervised head", &e))?;
-            let mask_b = mask
-                .clone()
-                .try_broadcast_like::<_, Axis<0>>(&(b, Const::<MAX_CLASSES>))
-                .map_err(|e| dev_err("supervised head", &e))?;
-            let logits = logits
-                .try_add(mask_b)
+            let logits = masked_logits(&net.head, feats, &mask)
                 .map_err(|e| dev_err("supervised head", &e))?;
             let z = logits.retaped::<NoneTape>().as_vec();
             let loss = cross_entropy_with_logits_loss(logits, y);
@@ -369,4 +389,54 @@ pub fn train_supervised<D: Device<f32>, B: Backbone<D>>(
     }
     *backbone = net.bb;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The masked `MAX_CLASSES`-wide head is a `C`-way softmax regression: same loss as the
+    /// host-computed C-class cross-entropy, and exactly zero gradient on the masked outputs.
+    #[test]
+    fn masked_head_equals_a_c_way_head() {
+        let dev = Cpu::seed_from_u64(0);
+        let c = 3;
+        let head = class_head(&dev, &mut rng_for(7, Stream::Eval, 0, 0));
+        let x: Tensor<(usize, Const<FEATURES>), f32, Cpu> =
+            dev.sample_normal_like(&(5, Const::<FEATURES>));
+        let labels = [0usize, 2, 1, 1, 0];
+        let mut onehot = vec![0f32; 5 * MAX_CLASSES];
+        for (i, &l) in labels.iter().enumerate() {
+            onehot[i * MAX_CLASSES + l] = 1.0;
+        }
+        let y = dev.tensor_from_vec(onehot, (5, Const::<MAX_CLASSES>));
+        let grads = head.alloc_grads();
+        let logits = masked_logits(&head, x.clone().traced(grads), &class_mask(&dev, c)).unwrap();
+        let loss = cross_entropy_with_logits_loss(logits, y);
+        let value = loss.retaped::<NoneTape>().as_vec()[0];
+        let g = loss.backward();
+
+        let (w, bias, xv) = (head.weight.as_vec(), head.bias.as_vec(), x.as_vec());
+        let mut expect = 0f64;
+        for (i, &l) in labels.iter().enumerate() {
+            let z: Vec<f64> = (0..c)
+                .map(|k| {
+                    bias[k] as f64
+                        + (0..FEATURES)
+                            .map(|f| w[k * FEATURES + f] as f64 * xv[i * FEATURES + f] as f64)
+                            .sum::<f64>()
+                })
+                .collect();
+            let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
+            expect += lse - z[l];
+        }
+        expect /= labels.len() as f64;
+        assert!((value as f64 - expect).abs() < 1e-5, "{value} vs {expect}");
+
+        let gw = g.get(&head.weight).as_vec();
+        let gb = g.get(&head.bias).as_vec();
+        assert!(gw[..c * FEATURES].iter().any(|v| *v != 0.0));
+        assert!(gw[c * FEATURES..].iter().all(|v| *v == 0.0));
+        assert!(gb[c..].iter().all(|v| *v == 0.0));
+    }
 }
