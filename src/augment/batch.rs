@@ -124,6 +124,27 @@ fn check_buffer(out: &[f32], items: usize, h: usize, w: usize) -> Result<(), Bat
     Ok(())
 }
 
+/// Run the per-item pixel work compiled for AVX2 when the CPU has it (the crate targets baseline
+/// x86-64). The transforms are marked `#[inline]` so they are compiled into this context; the
+/// IEEE operations and their order are unchanged (no FMA contraction), so the values are the
+/// same as on the baseline path.
+#[inline(always)]
+fn fast<F: FnOnce()>(f: F) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { avx2(f) };
+        return;
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2<F: FnOnce()>(f: F) {
+    f()
+}
+
 /// Write `views` augmented views of each image into `out` (slot-major, see the module docs).
 ///
 /// # Shapes
@@ -154,7 +175,7 @@ pub fn fill_views(
         ResizeScratch::default,
         |scratch, (item, chunk)| {
             let (k, b) = (item / batch, item % batch);
-            aug.apply_into(&src.source(b), &params[b][k], chunk, scratch);
+            fast(|| aug.apply_into(&src.source(b), &params[b][k], chunk, scratch));
         },
     );
     Ok(())
@@ -204,7 +225,7 @@ pub fn fill_patches(
         PatchScratch::default,
         |scratch, (item, chunk)| {
             let (j, b) = (item / batch, item % batch);
-            aug.apply_into(&src.source(b), p, &params[b][j], chunk, scratch);
+            fast(|| aug.apply_into(&src.source(b), p, &params[b][j], chunk, scratch));
         },
     );
     let mut positions = Vec::with_capacity(count * batch);

@@ -81,6 +81,7 @@ impl ColorJitter {
 }
 
 /// Apply the four adjustments in `p.order`, skipping those whose factor is `None`.
+#[inline]
 pub fn jitter_planes(data: &mut [f32], hw: usize, p: &JitterParams) {
     for &f in &p.order {
         match f {
@@ -109,6 +110,7 @@ pub fn jitter_planes(data: &mut [f32], hw: usize, p: &JitterParams) {
 }
 
 /// `adjust_brightness`: `clamp(f · x, 0, 1)`.
+#[inline]
 pub fn brightness_planes(data: &mut [f32], factor: f32) {
     for v in data.iter_mut() {
         *v = (factor * *v).clamp(0.0, 1.0);
@@ -116,6 +118,7 @@ pub fn brightness_planes(data: &mut [f32], factor: f32) {
 }
 
 /// `adjust_contrast`: `clamp(f · x + (1 − f) · m, 0, 1)` with `m` the mean of the grayscale image.
+#[inline]
 pub fn contrast_planes(data: &mut [f32], hw: usize, factor: f32) {
     let (r, rest) = data.split_at(hw);
     let (g, b) = rest.split_at(hw);
@@ -131,6 +134,7 @@ pub fn contrast_planes(data: &mut [f32], hw: usize, factor: f32) {
 }
 
 /// `adjust_saturation`: `clamp(f · x + (1 − f) · gray(x), 0, 1)` per pixel.
+#[inline]
 pub fn saturation_planes(data: &mut [f32], hw: usize, factor: f32) {
     let (r, rest) = data.split_at_mut(hw);
     let (g, b) = rest.split_at_mut(hw);
@@ -258,6 +262,7 @@ fn hue_kernel(r: &mut [f32], g: &mut [f32], b: &mut [f32], factor: f32) {
 
 /// `rgb_to_grayscale(img, num_output_channels=3)`: every channel becomes
 /// `0.2989 r + 0.587 g + 0.114 b`.
+#[inline]
 pub fn grayscale_planes(data: &mut [f32], hw: usize) {
     let (r, rest) = data.split_at_mut(hw);
     let (g, b) = rest.split_at_mut(hw);
@@ -270,6 +275,7 @@ pub fn grayscale_planes(data: &mut [f32], hw: usize) {
 }
 
 /// `Normalize(mean, std)`: `(x − mean[c]) / std[c]` per channel.
+#[inline]
 pub fn normalize_planes(data: &mut [f32], hw: usize, mean: &[f32; 3], std: &[f32; 3]) {
     for c in 0..3 {
         let (m, sd) = (mean[c], std[c]);
@@ -294,6 +300,7 @@ pub fn normalize(img: &Image, mean: &[f32; 3], std: &[f32; 3]) -> Image {
 }
 
 /// Horizontal flip in place (`hflip`).
+#[inline]
 pub fn hflip_planes(data: &mut [f32], height: usize, width: usize) {
     for row in data.chunks_exact_mut(width).take(3 * height) {
         row.reverse();

@@ -218,6 +218,7 @@ struct AxisWeights {
 impl AxisWeights {
     /// PyTorch `_compute_indices_min_size_weights_aa` with the bilinear (triangle) filter,
     /// `align_corners = false`, scale = in / out.
+    #[inline]
     fn compute(&mut self, in_size: usize, out_size: usize) {
         let scale = in_size as f64 / out_size as f64;
         let support = if scale >= 1.0 { scale } else { 1.0 };
@@ -260,6 +261,7 @@ impl AxisWeights {
 
 /// Resize `window` of `src` to `out_h × out_w`, writing CHW `f32` into `out`
 /// (`out.len() == 3 * out_h * out_w`). Horizontal pass first, then vertical (PyTorch's order).
+#[inline]
 pub(crate) fn resize_window_into(
     src: &Source,
     window: Window,

@@ -372,6 +372,7 @@ impl PatchAugment {
         out
     }
 
+    #[inline]
     pub(crate) fn apply_into(
         &self,
         src: &Source,

@@ -132,6 +132,7 @@ impl ColorAugment {
     }
 
     /// Apply in place to CHW planes of `hw` pixels.
+    #[inline]
     pub fn apply_planes(data: &mut [f32], hw: usize, p: &ColorParams) {
         if let Some(j) = &p.jitter {
             jitter_planes(data, hw, j);
@@ -206,6 +207,7 @@ impl ViewAugment {
     }
 
     /// The allocation-free path: write the view (CHW, `3 · oh · ow` values) into `out`.
+    #[inline]
     pub(crate) fn apply_into(
         &self,
         src: &Source,
