@@ -184,7 +184,8 @@ fn report_has_the_table_plots_and_settings() {
     assert_eq!(files.plots.len(), 4);
 
     // The committed CSV alone gives the same table.
-    let again = temp_dir("again");
+    // Into a directory that does not exist yet.
+    let again = temp_dir("again").join("new");
     let regen = regenerate_from_csv(&files.results_csv, &again).unwrap();
     let md2 = std::fs::read_to_string(&regen.markdown).unwrap();
     let table = |m: &str| -> Vec<String> {
@@ -202,7 +203,7 @@ fn report_has_the_table_plots_and_settings() {
         println!("report kept in {} and {}", dir.display(), again.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::remove_dir_all(&again);
+        let _ = std::fs::remove_dir_all(again.parent().unwrap());
     }
 }
 

@@ -126,7 +126,8 @@ pub fn regenerate_from_csv(csv: &Path, dir: &Path) -> Result<ReportFiles, Report
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# Results\n\nRegenerated from `{}` by spatial-reasoning {}.\n",
+        "# Results from `{}`\n\nRegenerated from `{}` by spatial-reasoning {}.\n",
+        csv.file_name().unwrap_or_default().to_string_lossy(),
         csv.display(),
         env!("CARGO_PKG_VERSION")
     );
@@ -142,7 +143,8 @@ pub fn regenerate_from_csv(csv: &Path, dir: &Path) -> Result<ReportFiles, Report
 }
 
 /// The Markdown table of `summary` (one dataset and backbone): one line per arm, one column per
-/// probe, cells `mean ± std` in % with one decimal (just the mean for a single seed).
+/// probe, cells `mean ± std` in % with one decimal (just the mean for a single seed; `–` where
+/// the arm has no number for that probe).
 ///
 /// ```text
 /// | arm | seeds | linear n=0 | linear n=9 | knn |
@@ -190,7 +192,7 @@ pub fn accuracy_table(summary: &[SummaryRow]) -> String {
                 Some(r) => {
                     let _ = write!(t, " {} |", format_pct(r.mean));
                 }
-                None => t.push_str(" |"),
+                None => t.push_str(" – |"),
             }
         }
         t.push('\n');
@@ -207,10 +209,11 @@ fn results_section(
     arm_order: &[String],
     csv: &Path,
 ) -> Result<(String, PathBuf, Vec<PlotFiles>), ReportError> {
+    let plots_dir = dir.join("plots");
+    std::fs::create_dir_all(&plots_dir).map_err(|e| ReportError::io(&plots_dir, e))?;
     let summary = summarize(rows);
     let summary_csv = dir.join("summary.csv");
     write_summary_csv(&summary_csv, &summary)?;
-    let plots_dir = dir.join("plots");
     let mut plots = Vec::new();
     let mut md = String::new();
     let _ = writeln!(md, "## Results\n");

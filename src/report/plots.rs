@@ -468,7 +468,7 @@ where
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
     // Room above the tallest error bar for its value label; at most a little over 100 %.
-    let ymax = (((top + 9.0) / 10.0).ceil() * 10.0).clamp(10.0, 110.0);
+    let ymax = (((top + 9.0) / 10.0).ceil() * 10.0).clamp(10.0, 105.0);
     let g = cols.len() as f64;
     let keys: Vec<f64> = (0..cols.len()).map(|i| i as f64).collect();
     let mut chart = ChartBuilder::on(&plot_area)
@@ -496,20 +496,29 @@ where
         .light_line_style(WHITE.mix(0.0))
         .bold_line_style(BLACK.mix(0.08))
         .draw()?;
-    let n_arms = arms.len().max(1) as f64;
-    let w = 0.8 / n_arms;
+    // Per probe, the arms that have a number there: their bars are centred on the probe's tick.
+    let present: Vec<Vec<&String>> = cols
+        .iter()
+        .map(|col| {
+            arms.iter()
+                .filter(|a| find(a, &col.0).is_some_and(|r| r.mean.is_finite()))
+                .collect()
+        })
+        .collect();
+    let widest = present.iter().map(|p| p.len()).max().unwrap_or(1).max(1);
+    let w = 0.8 / widest as f64;
     let show_values = arms.len() * cols.len() <= 40;
-    for (ai, arm) in arms.iter().enumerate() {
+    for arm in arms {
         let c = arm_colour(arm_order, arms, arm);
         let mut rects = Vec::new();
         let mut bars = Vec::new();
         let mut texts = Vec::new();
         for (ci, col) in cols.iter().enumerate() {
             let Some(r) = find(arm, &col.0) else { continue };
-            if !r.mean.is_finite() {
+            let Some(j) = present[ci].iter().position(|a| *a == arm) else {
                 continue;
-            }
-            let x0 = ci as f64 - 0.4 + ai as f64 * w;
+            };
+            let x0 = ci as f64 - present[ci].len() as f64 * w / 2.0 + j as f64 * w;
             let xc = x0 + w / 2.0;
             let m = 100.0 * r.mean;
             rects.push(Rectangle::new(
