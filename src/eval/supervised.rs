@@ -131,6 +131,9 @@ pub fn class_mask<D: Device<f32>>(
     dev.tensor_from_vec(mask, (Const::<MAX_CLASSES>,))
 }
 
+/// Logits of the supervised head, `(B, MAX_CLASSES)`.
+pub type Logits<D, T> = Tensor<(usize, Const<MAX_CLASSES>), f32, D, T>;
+
 /// `head(features) + mask`, the logits whose softmax cross-entropy equals that of a
 /// `Linear(F → C)` (see [`ClassHead`]).
 ///
@@ -140,7 +143,7 @@ pub fn masked_logits<D: Device<f32>, T: Tape<f32, D> + Merge<NoneTape>>(
     head: &ClassHead<D>,
     features: Tensor<(usize, Const<FEATURES>), f32, D, T>,
     mask: &Tensor<(Const<MAX_CLASSES>,), f32, D>,
-) -> std::result::Result<Tensor<(usize, Const<MAX_CLASSES>), f32, D, T>, D::Err> {
+) -> std::result::Result<Logits<D, T>, D::Err> {
     let b = features.shape().0;
     let logits = head.try_forward(features)?;
     let mask_b = mask
