@@ -390,4 +390,13 @@ fn an_existing_results_csv_is_never_overwritten() {
         md.contains("Per-run numbers: `report-results.csv`."),
         "{md}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(
+        dir.with_file_name(
+            dir.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace("keep-other", "keep-same"),
+        ),
+    );
 }
