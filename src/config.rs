@@ -10,6 +10,15 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::models::BackboneKind;
 
+/// Which split pretraining reads (evaluation always trains its probe on `train`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PretrainSplit {
+    Train,
+    /// STL-10's 100,000 unlabelled images (SPEC §6).
+    Unlabeled,
+}
+
 /// Which dataset to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -145,6 +154,8 @@ pub struct DataConfig {
     pub synthetic_seed: u64,
     /// Use only the first N training images (0 = all); handy for quick runs on real data.
     pub train_limit: usize,
+    /// The split pretraining reads: `train`, or `unlabeled` (STL-10 only).
+    pub pretrain_split: PretrainSplit,
     /// Data-pipeline worker threads (0 = the number of cores).
     pub workers: usize,
 }
@@ -159,6 +170,7 @@ impl Default for DataConfig {
             test_size: 2_000,
             synthetic_seed: 0,
             train_limit: 0,
+            pretrain_split: PretrainSplit::Train,
             workers: 0,
         }
     }
@@ -355,6 +367,8 @@ pub enum ConfigError {
     BadOverride { arg: String },
     #[error("--set {key}: {message}")]
     Override { key: String, message: String },
+    #[error("data.pretrain_split = \"unlabeled\": only stl10 has an unlabeled split (data.dataset = {0})")]
+    PretrainSplit(&'static str),
     #[error("data.image_size = {0}: must be at least 8")]
     ImageSize(usize),
     #[error("data.train_size = {0}: must be at least 2")]
@@ -554,6 +568,9 @@ impl Config {
         let d = &self.data;
         if d.image_size < 8 {
             return Err(ConfigError::ImageSize(d.image_size));
+        }
+        if d.pretrain_split == PretrainSplit::Unlabeled && d.dataset != DatasetKind::Stl10 {
+            return Err(ConfigError::PretrainSplit(d.dataset.name()));
         }
         if d.dataset == DatasetKind::Synthetic {
             if d.train_size < 2 {
@@ -766,6 +783,10 @@ mod tests {
     fn one_error_per_invalid_condition() {
         use ConfigError as E;
         assert!(matches!(err(&["data.image_size=4"]), E::ImageSize(4)));
+        assert!(matches!(
+            err(&["data.pretrain_split=unlabeled"]),
+            E::PretrainSplit("cifar10")
+        ));
         assert!(matches!(
             err(&["data.dataset=synthetic", "data.train_size=1"]),
             E::TrainSize(1)

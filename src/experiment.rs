@@ -81,14 +81,30 @@ pub struct EvalData {
     pub normalize: Normalize,
 }
 
-/// Load the test split (and reuse the training split of `train`).
-pub fn prepare_eval_data(cfg: &ValidConfig, train: &TrainData) -> Result<EvalData, JobError> {
-    let test = data::load(cfg.data.dataset, &cfg.data_root(), Split::Test, &cfg.data)?;
+/// Load the test split; reuse the pretraining split when it is the labelled training split,
+/// else (STL-10 pretrained on `unlabeled`) load `train` for the probe.
+pub fn prepare_eval_data(cfg: &ValidConfig, pretrain: &TrainData) -> Result<EvalData, JobError> {
+    let root = cfg.data_root();
+    let test = data::load(cfg.data.dataset, &root, Split::Test, &cfg.data)?;
+    let train = if pretrain.train.labels.is_some() {
+        pretrain.train.clone()
+    } else {
+        Arc::new(load_probe_train(cfg)?)
+    };
     Ok(EvalData {
-        train: train.train.clone(),
+        train,
         test: Arc::new(test),
-        normalize: train.normalize,
+        normalize: pretrain.normalize,
     })
+}
+
+/// The labelled training split a probe trains on (honouring `data.train_limit`).
+fn load_probe_train(cfg: &ValidConfig) -> Result<ImageDataset, JobError> {
+    let mut train = data::load(cfg.data.dataset, &cfg.data_root(), Split::Train, &cfg.data)?;
+    if cfg.data.train_limit > 0 && cfg.data.train_limit < train.len() {
+        train = train.subset(&(0..cfg.data.train_limit).collect::<Vec<_>>());
+    }
+    Ok(train)
 }
 
 /// Progress of a job (the library never prints).
@@ -243,12 +259,8 @@ pub fn evaluate_run(
     let cfg = Config::from_toml_file(&cfg_path)?.apply_overrides(overrides)?.check()?;
     let plan = plan.unwrap_or_else(|| EvalPlan::from_config(&cfg));
     let normalize = run_normalization(run_dir)?;
-    let root = cfg.data_root();
-    let mut train = data::load(cfg.data.dataset, &root, Split::Train, &cfg.data)?;
-    if cfg.data.train_limit > 0 && cfg.data.train_limit < train.len() {
-        train = train.subset(&(0..cfg.data.train_limit).collect::<Vec<_>>());
-    }
-    let test = data::load(cfg.data.dataset, &root, Split::Test, &cfg.data)?;
+    let train = load_probe_train(&cfg)?;
+    let test = data::load(cfg.data.dataset, &cfg.data_root(), Split::Test, &cfg.data)?;
     let data = EvalData {
         train: Arc::new(train),
         test: Arc::new(test),

@@ -20,10 +20,10 @@ pub fn is_image_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> DataError {
+fn io_err(path: &Path, error: std::io::Error) -> DataError {
     DataError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

@@ -65,11 +65,11 @@ impl ImageDataset {
 /// Everything that can go wrong reading a dataset. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
+    // The I/O error is part of the message, not a separate cause, so error chains print it once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: truncated at byte offset {offset}: {detail}")]
     Truncated {
@@ -275,10 +275,10 @@ pub fn channel_stats(ds: &ImageDataset) -> ([f32; 3], [f32; 3]) {
 // ---------------------------------------------------------------------------------------------
 // Helpers shared by the readers.
 
-fn io_err(path: &Path, source: std::io::Error) -> DataError {
+fn io_err(path: &Path, error: std::io::Error) -> DataError {
     DataError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -420,7 +420,7 @@ pub(crate) fn dataset_dir(
     }
     Err(DataError::Io {
         path: nested.join(probe),
-        source: std::io::Error::new(
+        error: std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!(
                 "{what} not found (looked for {} and {}); download it with data-scripts/{script}",

@@ -53,7 +53,7 @@ pub fn load_stl10(root: &Path, split: Split, counts: Counts) -> Result<ImageData
             let y_path = dir.join(y_name);
             let bytes = std::fs::read(&y_path).map_err(|e| DataError::Io {
                 path: y_path.clone(),
-                source: e,
+                error: e,
             })?;
             if bytes.len() != n {
                 let detail = format!(

@@ -74,11 +74,15 @@ pub struct TrainData {
     pub normalize: Normalize,
 }
 
-/// Load the training split named by the config (honouring `data.train_limit`) and compute its
-/// per-channel mean and std.
+/// Load the pretraining split named by the config (`data.pretrain_split`, honouring
+/// `data.train_limit`) and compute its per-channel mean and std.
 pub fn prepare_data(cfg: &ValidConfig) -> Result<TrainData, TrainError> {
     let root = cfg.data_root();
-    let mut train = data::load(cfg.data.dataset, &root, Split::Train, &cfg.data)?;
+    let split = match cfg.data.pretrain_split {
+        crate::config::PretrainSplit::Train => Split::Train,
+        crate::config::PretrainSplit::Unlabeled => Split::Unlabeled,
+    };
+    let mut train = data::load(cfg.data.dataset, &root, split, &cfg.data)?;
     if cfg.data.train_limit > 0 && cfg.data.train_limit < train.len() {
         train = train.subset(&(0..cfg.data.train_limit).collect::<Vec<_>>());
     }
