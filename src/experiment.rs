@@ -23,7 +23,7 @@ use dfdx::prelude::*;
 use crate::augment::Normalize;
 use crate::config::{Config, ValidConfig};
 use crate::data::{self, ImageDataset, Split};
-use crate::eval::{self, EvalResult, FeatureSet, KnnConfig, LinearProbeConfig, ProgressEvent, ResultRow};
+use crate::eval::{self, EvalResult, ProgressEvent, ResultRow};
 use crate::method::{RelationHead, SslModel};
 use crate::models::{with_backbone, Backbone, BackboneFn};
 use crate::train::{self, checkpoint, Meta, PretrainOptions, TrainData, TrainError};
@@ -122,17 +122,37 @@ pub enum JobProgress {
     Result(ResultRow),
 }
 
-/// Probe a frozen backbone: linear (n = 0 and the patch-concatenated n's) and kNN.
+/// Probe a frozen backbone with [`eval::evaluate_backbone`]: linear (n = 0 and the
+/// patch-concatenated n's of `plan`) and kNN. With `cache`, features are stored under
+/// `cache.0` tagged `cache.1` (the checkpoint's weights hash) and reused by later evaluations.
 pub fn evaluate_backbone<B: Backbone<crate::Device>>(
     backbone: &B,
     dev: &crate::Device,
     cfg: &ValidConfig,
     data: &EvalData,
     plan: &EvalPlan,
+    cache: Option<(&Path, &str)>,
     progress: &mut dyn FnMut(JobProgress),
 ) -> Result<Vec<EvalResult>, JobError> {
-    let size = cfg.data.image_size;
-    let batch = 256;
+    let mut eval_cfg = cfg.eval.clone();
+    eval_cfg.probe_patches = if plan.linear {
+        plan.probe_patches.clone()
+    } else {
+        vec![]
+    };
+    let eplan = eval::EvalPlan {
+        input_size: cfg.data.image_size,
+        patch_size: cfg.patch_size,
+        extract_batch: 256,
+        seed: cfg.train.seed,
+        cfg: eval_cfg,
+        knn: plan.knn,
+    };
+    let store = cache.map(|(dir, _)| eval::FeatureCache::new(dir));
+    let spec = match (&store, cache) {
+        (Some(cache), Some((_, tag))) => Some(eval::CacheSpec { cache, tag }),
+        _ => None,
+    };
     let mut report = |e: ProgressEvent| {
         if let ProgressEvent::Features { what, done, total } = &e {
             if done == total {
@@ -140,59 +160,25 @@ pub fn evaluate_backbone<B: Backbone<crate::Device>>(
             }
         }
     };
-    let train_f = eval::extract_features(backbone, dev, &data.train, &data.normalize, size, batch, &mut report)?;
-    let test_f = eval::extract_features(backbone, dev, &data.test, &data.normalize, size, batch, &mut report)?;
-    let mut out = Vec::new();
-    let lin_cfg = LinearProbeConfig {
-        epochs: cfg.eval.linear_epochs,
-        batch: cfg.eval.linear_batch,
-        lr: cfg.eval.linear_lr as f32,
-        seed: cfg.train.seed,
-        ..Default::default()
-    };
-    let patch_ns: Vec<usize> = plan.probe_patches.iter().copied().filter(|&n| n > 0).collect();
-    let grids = if plan.linear && !patch_ns.is_empty() {
-        let p = cfg.patch_size;
-        Some((
-            eval::extract_grid_features(backbone, dev, &data.train, &data.normalize, size, p, &patch_ns, batch, &mut report)?,
-            eval::extract_grid_features(backbone, dev, &data.test, &data.normalize, size, p, &patch_ns, batch, &mut report)?,
-        ))
-    } else {
-        None
-    };
-    if plan.linear {
-        for &n in &plan.probe_patches {
-            let (tr, te): (FeatureSet, FeatureSet) = match (&grids, n) {
-                (Some((gtr, gte)), n) if n > 0 => (
-                    eval::probe_features(&train_f, gtr, n)?,
-                    eval::probe_features(&test_f, gte, n)?,
-                ),
-                _ => (train_f.clone(), test_f.clone()),
-            };
-            let t0 = Instant::now();
-            let r = eval::linear_probe(&tr, &te, &lin_cfg, &mut |_| {})?;
-            let res = EvalResult::from_linear(&r, n, tr.n, te.n, t0.elapsed().as_secs_f64());
-            progress(JobProgress::Eval(format!(
-                "linear probe n={n}: {:.2}% top-1 ({} epochs)",
-                100.0 * res.value,
-                r.epochs
-            )));
-            out.push(res);
-        }
+    let results = eval::evaluate_backbone(
+        backbone,
+        dev,
+        &data.train,
+        &data.test,
+        &data.normalize,
+        &eplan,
+        spec,
+        &mut report,
+    )?;
+    for r in &results {
+        progress(JobProgress::Eval(format!(
+            "{} n={}: {:.2}% top-1",
+            r.metric,
+            r.probe_patches,
+            100.0 * r.value
+        )));
     }
-    if plan.knn {
-        let t0 = Instant::now();
-        let k = KnnConfig {
-            k: cfg.eval.knn_k.min(train_f.n),
-            temperature: cfg.eval.knn_temperature,
-            ..Default::default()
-        };
-        let r = eval::knn_classify(&train_f, &test_f, &k, &mut |_| {})?;
-        let res = EvalResult::from_knn(&r, train_f.dim, t0.elapsed().as_secs_f64());
-        progress(JobProgress::Eval(format!("kNN k={}: {:.2}% top-1", r.k, 100.0 * res.value)));
-        out.push(res);
-    }
-    Ok(out)
+    Ok(results)
 }
 
 /// File name of a result in `RUN/eval/`.
@@ -296,7 +282,10 @@ pub fn load_and_evaluate(
             } else {
                 load_backbone::<B, 3>(backbone, &self.dev, self.model_path)?
             };
-            evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, self.progress)
+            let tag = checkpoint::file_hash(self.model_path).map_err(TrainError::from)?.1;
+            let cache_dir = self.model_path.parent().and_then(Path::parent).and_then(Path::parent).map(|run| run.join("eval").join("features"));
+            let cache = cache_dir.as_deref().map(|d| (d, tag.as_str()));
+            evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, cache, self.progress)
         }
     }
     let dev = crate::Device::seed_from_u64(cfg.train.seed);
@@ -588,9 +577,9 @@ fn reference_arm(
                     report.epochs,
                     100.0 * report.acc_history.last().copied().unwrap_or(0.0)
                 )));
-                return evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, progress);
+                return evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, None, progress);
             }
-            evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, self.progress)
+            evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, None, self.progress)
         }
     }
     let dev = crate::Device::seed_from_u64(cfg.train.seed);

@@ -10,6 +10,7 @@ mod eval;
 mod info;
 mod patches;
 mod pretrain;
+mod report;
 mod run;
 
 #[derive(Parser)]
@@ -36,6 +37,8 @@ enum Command {
     Eval(eval::Args),
     /// The main job: pretrain every arm over seeds, evaluate, write report.md with plots.
     Run(run::Args),
+    /// Rebuild the results table and accuracy plots from a results CSV.
+    Report(report::Args),
 }
 
 fn main() {
@@ -48,6 +51,7 @@ fn main() {
         Command::Pretrain(a) => pretrain::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Run(a) => run::run(a),
+        Command::Report(a) => report::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
