@@ -256,3 +256,12 @@ fn safetensors_round_trip_is_exact_with_readable_names() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn cpu_backbones_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Conv4<Cpu>>();
+    send_sync::<ResNet8<Cpu>>();
+    send_sync::<ResNet32<Cpu>>();
+    send_sync::<spatial_reasoning::models::ResNet56<Cpu>>();
+}

@@ -55,9 +55,10 @@ impl std::str::FromStr for BackboneKind {
 ///
 /// `forward_train` uses batch statistics in batch-norm (and updates running statistics);
 /// `forward_eval` uses running statistics and records no gradients.
-pub trait Backbone<D: Device<f32>>:
-    TensorCollection<f32, D> + Clone + Send + Sync + std::fmt::Debug
-{
+///
+/// No `Send`/`Sync` bound: dfdx's `Cuda` device holds a raw CUDA stream and is neither, so such a
+/// bound would rule out every CUDA backbone. On `Cpu` the backbones are `Send + Sync`.
+pub trait Backbone<D: Device<f32>>: TensorCollection<f32, D> + Clone + std::fmt::Debug {
     /// # Shapes
     /// `(B, 3, H, W)` → `(B, FEATURES)`
     fn forward_train(

@@ -370,7 +370,36 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
     Ok(y.put_tape(tape))
 }
 
-/// Per-channel `(mean, biased variance)` of a contiguous NCHW buffer, in f64.
+const LANES: usize = 16;
+
+/// `(Σ f(x), Σ g(x))` over a slice, with `LANES` independent f32 accumulators per sum so the
+/// loop vectorises; lanes are combined in f64.
+#[inline(always)]
+fn sum2(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
+    let (mut a, mut b) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let (xc, yc) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (x, y) in xc.zip(yc) {
+        for i in 0..LANES {
+            let (u, v) = f(x[i], y[i]);
+            a[i] += u;
+            b[i] += v;
+        }
+    }
+    let (mut sa, mut sb) = (0.0f64, 0.0f64);
+    for (&x, &y) in xr.iter().zip(yr) {
+        let (u, v) = f(x, y);
+        sa += u as f64;
+        sb += v as f64;
+    }
+    (
+        sa + a.iter().map(|&v| v as f64).sum::<f64>(),
+        sb + b.iter().map(|&v| v as f64).sum::<f64>(),
+    )
+}
+
+/// Per-channel `(mean, biased variance)` of a contiguous NCHW buffer: two passes (mean, then
+/// squared deviations), vectorised partial sums per plane, planes combined in f64.
 fn channel_stats(xv: &[f32], c: usize, hw: usize) -> Vec<(f64, f64)> {
     let b = xv.len() / (c * hw);
     let m = (b * hw) as f64;
@@ -378,13 +407,11 @@ fn channel_stats(xv: &[f32], c: usize, hw: usize) -> Vec<(f64, f64)> {
         .into_par_iter()
         .map(|ch| {
             let planes = (0..b).map(|n| &xv[(n * c + ch) * hw..][..hw]);
-            let sum: f64 = planes
-                .clone()
-                .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
-                .sum();
+            let sum: f64 = planes.clone().map(|p| sum2(p, p, |x, _| (x, 0.0)).0).sum();
             let mean = sum / m;
+            let mf = mean as f32;
             let sq: f64 = planes
-                .map(|p| p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .map(|p| sum2(p, p, |x, _| ((x - mf) * (x - mf), 0.0)).0)
                 .sum();
             (mean, sq / m)
         })
@@ -460,31 +487,28 @@ pub fn batch_norm2d<const C: usize, T: Tape<f32, Cpu>>(
         tape.add_backward_op(move |grads| {
             let gy = take_grad!(grads, &yg);
             // dy' = dy masked by the ReLU (y > 0), recomputed from x.
-            let masked = |ch: usize, x: f32, dy: f32| {
-                if relu && x * a[ch] + cc[ch] <= 0.0 {
-                    0.0
-                } else {
-                    dy
-                }
-            };
-            // Per channel: Σ dy' and Σ dy'·x̂.
+            // dy' = dy masked by the ReLU (pre-activation x·a + c > 0), recomputed from x.
+            // Per channel: Σ dy' and Σ dy'·x̂ = invstd·(Σ dy'·x − mean·Σ dy').
             let sums: Vec<(f64, f64)> = (0..C)
                 .into_par_iter()
                 .map(|ch| {
-                    let (mu, is) = (mean[ch], invstd[ch]);
-                    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                    let (ac, ccc) = (a[ch], cc[ch]);
+                    let (mut s1, mut sx) = (0.0f64, 0.0f64);
                     for n in 0..b {
                         let off = (n * C + ch) * hw;
-                        let (mut p1, mut p2) = (0.0f32, 0.0f32);
-                        for (&x, &dy) in xv[off..off + hw].iter().zip(&gy[off..off + hw]) {
-                            let d = masked(ch, x, dy);
-                            p1 += d;
-                            p2 += d * (x - mu) * is;
-                        }
-                        s1 += p1 as f64;
-                        s2 += p2 as f64;
+                        let (xs, dys) = (&xv[off..off + hw], &gy[off..off + hw]);
+                        let (p1, px) = if relu {
+                            sum2(xs, dys, |x, dy| {
+                                let d = if x * ac + ccc > 0.0 { dy } else { 0.0 };
+                                (d, d * x)
+                            })
+                        } else {
+                            sum2(xs, dys, |x, dy| (dy, dy * x))
+                        };
+                        s1 += p1;
+                        sx += px;
                     }
-                    (s1, s2)
+                    (s1, invstd[ch] as f64 * (sx - mean[ch] as f64 * s1))
                 })
                 .collect();
             let gx = grads.get_or_alloc_mut(&xg)?;
@@ -492,23 +516,26 @@ pub fn batch_norm2d<const C: usize, T: Tape<f32, Cpu>>(
                 let ch = i % C;
                 let off = i * hw;
                 let (mu, is, k) = (mean[ch], invstd[ch], gamma[ch] * invstd[ch]);
+                let (ac, ccc) = (a[ch], cc[ch]);
                 let xs = &xv[off..off + hw];
                 let dys = &gy[off..off + hw];
-                match mode {
-                    BnMode::Train => {
-                        let (m1, m2) = (
-                            (sums[ch].0 / m as f64) as f32,
-                            (sums[ch].1 / m as f64) as f32,
-                        );
-                        for ((g, &x), &dy) in gx.iter_mut().zip(xs).zip(dys) {
-                            let d = masked(ch, x, dy);
-                            *g += k * (d - m1 - (x - mu) * is * m2);
-                        }
+                // gx += k·(dy' − m1 − x̂·m2) = k·dy' + (k·(mu·is·m2 − m1)) − (k·is·m2)·x
+                let (m1, m2) = match mode {
+                    BnMode::Train => (
+                        (sums[ch].0 / m as f64) as f32,
+                        (sums[ch].1 / m as f64) as f32,
+                    ),
+                    BnMode::Eval => (0.0, 0.0),
+                };
+                let (c0, c1) = (k * (mu * is * m2 - m1), k * is * m2);
+                if relu {
+                    for ((g, &x), &dy) in gx.iter_mut().zip(xs).zip(dys) {
+                        let d = if x * ac + ccc > 0.0 { dy } else { 0.0 };
+                        *g += k * d + c0 - c1 * x;
                     }
-                    BnMode::Eval => {
-                        for ((g, &x), &dy) in gx.iter_mut().zip(xs).zip(dys) {
-                            *g += k * masked(ch, x, dy);
-                        }
+                } else {
+                    for ((g, &x), &dy) in gx.iter_mut().zip(xs).zip(dys) {
+                        *g += k * dy + c0 - c1 * x;
                     }
                 }
             });

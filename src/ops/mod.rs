@@ -77,7 +77,7 @@ pub fn out_size(input: usize, kernel: usize, stride: usize, padding: usize) -> u
 
 /// A dfdx device with the crate's ops. `Cpu` overrides every method with the fast path;
 /// other devices use the defaults, which are the [`generic`] path.
-pub trait OpsDevice: Device<f32> + Send + Sync {
+pub trait OpsDevice: Device<f32> {
     /// 2-D convolution, no bias, square kernel `K`, zero padding.
     ///
     /// # Shapes
