@@ -8,8 +8,10 @@
 //! - `supervised`: the backbone trained with labels (upper bound), same probe.
 //!
 //! Ablation grids (`[run.sweep]`, e.g. `"method.patches" = [2, 3, 4]`) expand the `sr` arm into
-//! one arm per value, named `sr method.patches=3`; each key is varied on its own (one-at-a-time
-//! ablations), the other arms run once as references.
+//! one arm per value, named `sr method.patches=3`. With one swept key every value is an arm; with
+//! several, each key is varied on its own from the base config (one-at-a-time ablations) next to
+//! the plain `sr` arm, and values equal to the base are not run twice. The other arms run once as
+//! references.
 //!
 //! Every arm × seed has its own run directory `OUT/<arm>/seed-<s>/`; a job that is started again
 //! skips finished runs and resumes interrupted ones from their checkpoints.
@@ -351,15 +353,25 @@ pub fn expand_arms(cfg: &ValidConfig) -> Result<Vec<Arm>, JobError> {
                 overrides: vec!["method.patches=0".into(), "method.alpha=0".into()],
             }),
             "sr" => {
-                if cfg.run.sweep.is_empty() {
+                // One swept key: every value is an arm (the base value included), so the
+                // ablation plot has all its points. Several keys: the plain `sr` arm plus one arm
+                // per value that differs from the base config (one-at-a-time ablations).
+                let single = cfg.run.sweep.len() == 1;
+                if !single {
                     arms.push(Arm {
                         name: "sr".into(),
                         kind: ArmKind::Pretrain,
                         overrides: vec![],
                     });
                 }
+                let base = toml::Value::try_from(cfg.raw()).expect("a Config always serialises");
                 for (key, values) in &cfg.run.sweep {
+                    let (section, field) = key.split_once('.').unwrap_or((key, ""));
+                    let current = base.get(section).and_then(|t| t.get(field));
                     for v in values {
+                        if !single && current == Some(v) {
+                            continue;
+                        }
                         let value = match v {
                             toml::Value::String(s) => s.clone(),
                             other => other.to_string(),
@@ -592,4 +604,55 @@ fn reference_arm(
         dev: dev.clone(),
     };
     with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job).map_err(|e| JobError::Device(format!("{e:?}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arms(sets: &[&str]) -> Vec<String> {
+        let cfg = Config::default().apply_overrides(sets).unwrap().check().unwrap();
+        expand_arms(&cfg).unwrap().into_iter().map(|a| a.name).collect()
+    }
+
+    #[test]
+    fn sweeps_expand_the_sr_arm() {
+        assert_eq!(
+            arms(&["run.arms=[\"rr\", \"sr\"]"]),
+            vec!["rr", "sr"]
+        );
+        assert_eq!(
+            arms(&["run.arms=[\"sr\"]", "run.sweep={\"method.patches\" = [2, 3]}"]),
+            vec!["sr method.patches=2", "sr method.patches=3"]
+        );
+        assert_eq!(
+            arms(&[
+                "run.arms=[\"random-init\", \"sr\"]",
+                "run.sweep={\"method.patch_mode\" = [\"zoom\", \"additive\"], \"method.overlap\" = [\"allowed\"]}",
+            ]),
+            vec![
+                "random-init",
+                "sr",
+                "sr method.overlap=allowed",
+                "sr method.patch_mode=additive"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_invalid_arm_or_value_is_rejected_before_work() {
+        let cfg = Config::default()
+            .apply_overrides(&["run.arms=[\"sr\", \"byol\"]"])
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(expand_arms(&cfg).unwrap_err().to_string().contains("byol"));
+        let cfg = Config::default()
+            .apply_overrides(&["run.sweep={\"method.patches\" = [2, 99]}"])
+            .unwrap()
+            .check()
+            .unwrap();
+        let e = expand_arms(&cfg).unwrap_err().to_string();
+        assert!(e.contains("method.patches = 99"), "{e}");
+    }
 }
