@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Run `spatial-reasoning bench` and its PyTorch twin with the same options, alternating
+# (dfdx, torch) REPEAT times so both see the same machine load, and print each result and the
+# ratio of medians (dfdx / torch; > 1 means this crate is faster).
+#
+#   benches/compare.sh --backbone resnet32 --batch 64 --steps 10 --threads 2 --mode train
+#
+# Env: PYTHON (default /work/venv/bin/python, else python3), BIN (default target/release/spatial-reasoning),
+#      REPEAT (default 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-$( [ -x /work/venv/bin/python ] && echo /work/venv/bin/python || echo python3 )}
+BIN=${BIN:-target/release/spatial-reasoning}
+REPEAT=${REPEAT:-3}
+[ -x "$BIN" ] || cargo build --release --quiet
+echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg) args: $*"
+out=$(mktemp)
+for _ in $(seq "$REPEAT"); do
+  "$BIN" bench "$@" --json | tee -a "$out"
+  "$PYTHON" benches/torch_twin.py "$@" --json | tee -a "$out"
+done
+"$PYTHON" - "$out" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+med = {k: statistics.median(r["img_per_s"] for r in rows if r["impl"] == k) for k in ("dfdx", "torch")}
+r = rows[0]
+print(f"{r['backbone']} {r['mode']} batch {r['batch']} size {r['size']} threads {r['threads']}: "
+      f"dfdx {med['dfdx']:.1f} img/s, torch {med['torch']:.1f} img/s, ratio {med['dfdx'] / med['torch']:.2f}")
+PY
+rm -f "$out"
