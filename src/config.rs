@@ -66,10 +66,16 @@ impl DatasetKind {
 impl std::str::FromStr for DatasetKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown dataset `{s}` (expected one of {})", names.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown dataset `{s}` (expected one of {})",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -338,7 +344,12 @@ pub struct RunConfig {
 impl Default for RunConfig {
     fn default() -> Self {
         Self {
-            arms: vec!["random-init".into(), "rr".into(), "sr".into(), "supervised".into()],
+            arms: vec![
+                "random-init".into(),
+                "rr".into(),
+                "sr".into(),
+                "supervised".into(),
+            ],
             seeds: vec![1, 2, 3],
             sweep: Default::default(),
         }
@@ -529,9 +540,11 @@ impl Config {
         let mut doc = toml::Value::try_from(self).expect("a Config always serialises");
         for arg in overrides {
             let arg = arg.as_ref();
-            let (key, value) = arg.split_once('=').ok_or_else(|| ConfigError::BadOverride {
-                arg: arg.to_string(),
-            })?;
+            let (key, value) = arg
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadOverride {
+                    arg: arg.to_string(),
+                })?;
             let key = key.trim();
             let parts: Vec<&str> = key.split('.').collect();
             if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
@@ -553,14 +566,15 @@ impl Config {
                 })?;
             table.insert(parts[1].to_string(), parsed);
         }
-        doc.try_into().map_err(|e: toml::de::Error| ConfigError::Override {
-            key: overrides
-                .iter()
-                .map(|s| s.as_ref().split('=').next().unwrap_or("").to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            message: e.message().to_string(),
-        })
+        doc.try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Override {
+                key: overrides
+                    .iter()
+                    .map(|s| s.as_ref().split('=').next().unwrap_or("").to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: e.message().to_string(),
+            })
     }
 
     /// Validate into a [`ValidConfig`], reporting the first invalid condition.
@@ -760,7 +774,9 @@ mod tests {
     fn unknown_keys_and_values_are_named() {
         let e = valid().apply_overrides(&["optim.lrr=1"]).unwrap_err();
         assert!(e.to_string().contains("lrr"), "{e}");
-        let e = valid().apply_overrides(&["backbone.name=resnet9"]).unwrap_err();
+        let e = valid()
+            .apply_overrides(&["backbone.name=resnet9"])
+            .unwrap_err();
         assert!(e.to_string().contains("resnet9"), "{e}");
         let e = valid().apply_overrides(&["nosection.x=1"]).unwrap_err();
         assert!(e.to_string().contains("nosection"), "{e}");
@@ -776,7 +792,11 @@ mod tests {
     }
 
     fn err(overrides: &[&str]) -> ConfigError {
-        valid().apply_overrides(overrides).unwrap().check().unwrap_err()
+        valid()
+            .apply_overrides(overrides)
+            .unwrap()
+            .check()
+            .unwrap_err()
     }
 
     #[test]
@@ -814,14 +834,21 @@ mod tests {
         assert!(matches!(err(&["method.focal_alpha=2"]), E::FocalAlpha(_)));
         assert!(matches!(err(&["method.head_hidden=0"]), E::HeadHidden(0)));
         assert!(matches!(err(&["optim.lr=-0.1"]), E::LearningRate(_)));
-        assert!(matches!(err(&["optim.beta2=1"]), E::Beta { key: "beta2", .. }));
+        assert!(matches!(
+            err(&["optim.beta2=1"]),
+            E::Beta { key: "beta2", .. }
+        ));
         assert!(matches!(err(&["optim.eps=0"]), E::Eps(_)));
         assert!(matches!(err(&["optim.weight_decay=-1"]), E::WeightDecay(_)));
         assert!(matches!(err(&["optim.momentum=1.5"]), E::Momentum(_)));
         assert!(matches!(err(&["train.epochs=0"]), E::Epochs(0)));
         assert!(matches!(err(&["train.batch_size=1"]), E::BatchSize(1)));
         assert!(matches!(
-            err(&["data.dataset=synthetic", "data.train_size=100", "train.batch_size=128"]),
+            err(&[
+                "data.dataset=synthetic",
+                "data.train_size=100",
+                "train.batch_size=128"
+            ]),
             E::BatchLargerThanData { .. }
         ));
         assert!(matches!(err(&["train.log_every=0"]), E::LogEvery));

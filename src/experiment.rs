@@ -158,7 +158,9 @@ pub fn evaluate_backbone<B: Backbone<crate::Device>>(
     let mut report = |e: ProgressEvent| {
         if let ProgressEvent::Features { what, done, total } = &e {
             if done == total {
-                progress(JobProgress::Eval(format!("features {what}: {total} images")));
+                progress(JobProgress::Eval(format!(
+                    "features {what}: {total} images"
+                )));
             }
         }
     };
@@ -244,7 +246,9 @@ pub fn evaluate_run(
     progress: &mut dyn FnMut(JobProgress),
 ) -> Result<Vec<ResultRow>, JobError> {
     let cfg_path = run_dir.join("config.toml");
-    let cfg = Config::from_toml_file(&cfg_path)?.apply_overrides(overrides)?.check()?;
+    let cfg = Config::from_toml_file(&cfg_path)?
+        .apply_overrides(overrides)?
+        .check()?;
     let plan = plan.unwrap_or_else(|| EvalPlan::from_config(&cfg));
     let normalize = run_normalization(run_dir)?;
     let train = load_probe_train(&cfg)?;
@@ -284,10 +288,25 @@ pub fn load_and_evaluate(
             } else {
                 load_backbone::<B, 3>(backbone, &self.dev, self.model_path)?
             };
-            let tag = checkpoint::file_hash(self.model_path).map_err(TrainError::from)?.1;
-            let cache_dir = self.model_path.parent().and_then(Path::parent).and_then(Path::parent).map(|run| run.join("eval").join("features"));
+            let tag = checkpoint::file_hash(self.model_path)
+                .map_err(TrainError::from)?
+                .1;
+            let cache_dir = self
+                .model_path
+                .parent()
+                .and_then(Path::parent)
+                .and_then(Path::parent)
+                .map(|run| run.join("eval").join("features"));
             let cache = cache_dir.as_deref().map(|d| (d, tag.as_str()));
-            evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, cache, self.progress)
+            evaluate_backbone(
+                &backbone,
+                &self.dev,
+                self.cfg,
+                self.data,
+                self.plan,
+                cache,
+                self.progress,
+            )
         }
     }
     let dev = crate::Device::seed_from_u64(cfg.train.seed);
@@ -299,7 +318,8 @@ pub fn load_and_evaluate(
         progress,
         dev: dev.clone(),
     };
-    with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job).map_err(|e| JobError::Device(format!("{e:?}")))?
+    with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job)
+        .map_err(|e| JobError::Device(format!("{e:?}")))?
 }
 
 fn load_backbone<B: Backbone<crate::Device>, const OUT: usize>(
@@ -307,7 +327,8 @@ fn load_backbone<B: Backbone<crate::Device>, const OUT: usize>(
     dev: &crate::Device,
     path: &Path,
 ) -> Result<B, JobError> {
-    let head = RelationHead::<OUT, f32, _>::build(dev).map_err(|e| JobError::Device(format!("{e:?}")))?;
+    let head =
+        RelationHead::<OUT, f32, _>::build(dev).map_err(|e| JobError::Device(format!("{e:?}")))?;
     let mut model = SslModel { backbone, head };
     model
         .load_safetensors(path)
@@ -388,7 +409,9 @@ pub fn expand_arms(cfg: &ValidConfig) -> Result<Vec<Arm>, JobError> {
             other => {
                 return Err(crate::config::ConfigError::Override {
                     key: "run.arms".into(),
-                    message: format!("unknown arm `{other}` (expected random-init, rr, sr, supervised)"),
+                    message: format!(
+                        "unknown arm `{other}` (expected random-init, rr, sr, supervised)"
+                    ),
                 }
                 .into())
             }
@@ -405,7 +428,13 @@ pub fn expand_arms(cfg: &ValidConfig) -> Result<Vec<Arm>, JobError> {
 pub fn arm_dir(out: &Path, arm: &str, seed: u64) -> PathBuf {
     let slug: String = arm
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     out.join(slug).join(format!("seed-{seed}"))
 }
@@ -423,7 +452,11 @@ pub struct JobOutcome {
 fn existing_results(run_dir: &Path, plan: &EvalPlan) -> Option<Vec<EvalResult>> {
     let mut names: Vec<String> = Vec::new();
     if plan.linear {
-        names.extend(plan.probe_patches.iter().map(|n| format!("linear_n{n}.json")));
+        names.extend(
+            plan.probe_patches
+                .iter()
+                .map(|n| format!("linear_n{n}.json")),
+        );
     }
     if plan.knn {
         names.push("knn.json".into());
@@ -474,12 +507,20 @@ pub fn run_job(
                 ArmKind::Pretrain if !arm_cfg.method.is_rr() => plan,
                 // n > 0 probes are SR's evaluation; the other arms report n = 0 and kNN.
                 _ => EvalPlan {
-                    probe_patches: plan.probe_patches.iter().copied().filter(|&n| n == 0).collect(),
+                    probe_patches: plan
+                        .probe_patches
+                        .iter()
+                        .copied()
+                        .filter(|&n| n == 0)
+                        .collect(),
                     ..plan
                 },
             };
             if let Some(done) = existing_results(&dir, &plan) {
-                progress(JobProgress::Eval(format!("{}: already evaluated, reusing", dir.display())));
+                progress(JobProgress::Eval(format!(
+                    "{}: already evaluated, reusing",
+                    dir.display()
+                )));
                 let new_rows: Vec<ResultRow> = done
                     .iter()
                     .map(|r| {
@@ -527,8 +568,11 @@ pub fn run_job(
                 }
                 ArmKind::RandomInit | ArmKind::Supervised => {
                     std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
-                    checkpoint::write_atomic(&dir.join("config.toml"), arm_cfg.raw().to_toml_string().as_bytes())
-                        .map_err(TrainError::from)?;
+                    checkpoint::write_atomic(
+                        &dir.join("config.toml"),
+                        arm_cfg.raw().to_toml_string().as_bytes(),
+                    )
+                    .map_err(TrainError::from)?;
                     reference_arm(&arm_cfg, arm.kind, &eval_data, &plan, progress)?
                 }
             };
@@ -589,9 +633,19 @@ fn reference_arm(
                     report.epochs,
                     100.0 * report.acc_history.last().copied().unwrap_or(0.0)
                 )));
-                return evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, None, progress);
+                return evaluate_backbone(
+                    &backbone, &self.dev, self.cfg, self.data, self.plan, None, progress,
+                );
             }
-            evaluate_backbone(&backbone, &self.dev, self.cfg, self.data, self.plan, None, self.progress)
+            evaluate_backbone(
+                &backbone,
+                &self.dev,
+                self.cfg,
+                self.data,
+                self.plan,
+                None,
+                self.progress,
+            )
         }
     }
     let dev = crate::Device::seed_from_u64(cfg.train.seed);
@@ -603,7 +657,8 @@ fn reference_arm(
         progress,
         dev: dev.clone(),
     };
-    with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job).map_err(|e| JobError::Device(format!("{e:?}")))?
+    with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job)
+        .map_err(|e| JobError::Device(format!("{e:?}")))?
 }
 
 #[cfg(test)]
@@ -611,18 +666,26 @@ mod tests {
     use super::*;
 
     fn arms(sets: &[&str]) -> Vec<String> {
-        let cfg = Config::default().apply_overrides(sets).unwrap().check().unwrap();
-        expand_arms(&cfg).unwrap().into_iter().map(|a| a.name).collect()
+        let cfg = Config::default()
+            .apply_overrides(sets)
+            .unwrap()
+            .check()
+            .unwrap();
+        expand_arms(&cfg)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect()
     }
 
     #[test]
     fn sweeps_expand_the_sr_arm() {
+        assert_eq!(arms(&["run.arms=[\"rr\", \"sr\"]"]), vec!["rr", "sr"]);
         assert_eq!(
-            arms(&["run.arms=[\"rr\", \"sr\"]"]),
-            vec!["rr", "sr"]
-        );
-        assert_eq!(
-            arms(&["run.arms=[\"sr\"]", "run.sweep={\"method.patches\" = [2, 3]}"]),
+            arms(&[
+                "run.arms=[\"sr\"]",
+                "run.sweep={\"method.patches\" = [2, 3]}"
+            ]),
             vec!["sr method.patches=2", "sr method.patches=3"]
         );
         assert_eq!(

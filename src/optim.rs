@@ -106,10 +106,20 @@ impl Optimizer {
             }
         }
         let sizes_ok = self.state.m.len() == host_grads.len()
-            && self.state.m.iter().zip(&host_grads).all(|(m, g)| m.len() == g.len())
+            && self
+                .state
+                .m
+                .iter()
+                .zip(&host_grads)
+                .all(|(m, g)| m.len() == g.len())
             && (n_moments == 1
                 || (self.state.v.len() == host_grads.len()
-                    && self.state.v.iter().zip(&host_grads).all(|(v, g)| v.len() == g.len())));
+                    && self
+                        .state
+                        .v
+                        .iter()
+                        .zip(&host_grads)
+                        .all(|(v, g)| v.len() == g.len())));
         if !sizes_ok {
             return Err(OptimError::StateMismatch(format!(
                 "model has {} trainable tensors, state has {}",
@@ -290,7 +300,10 @@ mod tests {
         let mut opt = Optimizer::new(OptimConfig::default());
         let mut g = t.leaky_trace().sqrt().sum().backward(); // sqrt(-1) -> NaN gradient
         let err = opt.step(&mut t, &mut g).unwrap_err();
-        assert!(matches!(err, OptimError::NonFiniteGradient { index: 0, .. }), "{err}");
+        assert!(
+            matches!(err, OptimError::NonFiniteGradient { index: 0, .. }),
+            "{err}"
+        );
         assert_eq!(t.array(), [1.0, -1.0]);
         assert_eq!(opt.step_count(), 0);
     }

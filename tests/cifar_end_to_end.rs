@@ -62,7 +62,10 @@ fn sr_pretraining_on_cifar10_learns_and_probes() {
         "first row: loss {:.4} acc {:.3}; last row: loss {:.4} acc {:.3}",
         first.loss, first.relation_acc, last.loss, last.relation_acc
     );
-    assert!(last.loss < first.loss, "the loss falls within the first epoch");
+    assert!(
+        last.loss < first.loss,
+        "the loss falls within the first epoch"
+    );
     assert!(
         last.relation_acc > 0.6,
         "relation accuracy well above 50 % within the first epoch: {}",
@@ -76,13 +79,24 @@ fn sr_pretraining_on_cifar10_learns_and_probes() {
         probe_patches: vec![0],
     };
     let csv = dir.join("results.csv");
-    let results = experiment::evaluate_run(&dir, &[], Some(plan), Some(&csv), "sr", &mut |_| {}).unwrap();
-    let linear = results.iter().find(|r| r.metric == "linear_eval_acc").unwrap();
+    let results =
+        experiment::evaluate_run(&dir, &[], Some(plan), Some(&csv), "sr", &mut |_| {}).unwrap();
+    let linear = results
+        .iter()
+        .find(|r| r.metric == "linear_eval_acc")
+        .unwrap();
     let knn = results.iter().find(|r| r.metric == "knn_acc").unwrap();
     eprintln!("linear {:.4} knn {:.4}", linear.value, knn.value);
-    assert!(linear.value > 0.2, "linear probe well above chance: {}", linear.value);
+    assert!(
+        linear.value > 0.2,
+        "linear probe well above chance: {}",
+        linear.value
+    );
     assert!(knn.value > 0.15, "kNN above chance: {}", knn.value);
     assert!(dir.join("eval/linear_n0.json").exists());
-    assert!(std::fs::read_to_string(&csv).unwrap().lines().count() == 3, "header + 2 rows");
+    assert!(
+        std::fs::read_to_string(&csv).unwrap().lines().count() == 3,
+        "header + 2 rows"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

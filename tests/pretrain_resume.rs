@@ -25,7 +25,11 @@ fn tiny(method: &[&str]) -> spatial_reasoning::config::ValidConfig {
         "train.seed=7",
     ];
     sets.extend_from_slice(method);
-    Config::default().apply_overrides(&sets).unwrap().check().unwrap()
+    Config::default()
+        .apply_overrides(&sets)
+        .unwrap()
+        .check()
+        .unwrap()
 }
 
 /// Rows without the timing columns, which legitimately differ between runs.
@@ -62,7 +66,10 @@ fn sr_resume_equals_uninterrupted() {
     }
     let rows_a = rows(&a);
     assert!(rows_a.iter().all(|r| r.2.iter().all(|v| v.is_finite())));
-    assert!(rows_a.iter().any(|r| r.2[2] > 0.0), "SR logs a distance loss");
+    assert!(
+        rows_a.iter().any(|r| r.2[2] > 0.0),
+        "SR logs a distance loss"
+    );
 
     let b = tmp("b");
     let stopped = train::pretrain(
@@ -88,8 +95,16 @@ fn sr_resume_equals_uninterrupted() {
     )
     .unwrap();
     assert_eq!(resumed.steps, 12);
-    assert_eq!(rows(&b), rows_a, "metrics after resume equal the uninterrupted run");
-    assert_eq!(final_weights(&b), final_weights(&a), "weights bit-identical");
+    assert_eq!(
+        rows(&b),
+        rows_a,
+        "metrics after resume equal the uninterrupted run"
+    );
+    assert_eq!(
+        final_weights(&b),
+        final_weights(&a),
+        "weights bit-identical"
+    );
 
     // A new run refuses to overwrite an existing run directory.
     let err = train::pretrain(&cfg, &data, &a, PretrainOptions::default()).unwrap_err();
@@ -107,6 +122,9 @@ fn rr_is_the_same_loop_without_patches() {
     let out = train::pretrain(&cfg, &data, &dir, PretrainOptions::default()).unwrap();
     assert_eq!(out.steps, 12);
     let r = rows(&dir);
-    assert!(r.iter().all(|row| row.2[2] == 0.0), "no distance term in RR");
+    assert!(
+        r.iter().all(|row| row.2[2] == 0.0),
+        "no distance term in RR"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

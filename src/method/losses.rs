@@ -28,10 +28,14 @@ pub fn focal<D: Device<f32>, T: Tape<f32, D>>(
 ) -> Tensor<Rank0, f32, D, T> {
     let dev = logits.device().clone();
     let y = targets.as_vec();
-    let alpha_t: Vec<f32> = y.iter().map(|&y| alpha * y + (1.0 - alpha) * (1.0 - y)).collect();
+    let alpha_t: Vec<f32> = y
+        .iter()
+        .map(|&y| alpha * y + (1.0 - alpha) * (1.0 - y))
+        .collect();
     let alpha_t = dev.tensor_from_vec(alpha_t, *targets.shape());
     // 1 − p_t = σ(x)·(1 − 2y) + y
-    let one_minus_2y = dev.tensor_from_vec(y.iter().map(|&y| 1.0 - 2.0 * y).collect(), *targets.shape());
+    let one_minus_2y =
+        dev.tensor_from_vec(y.iter().map(|&y| 1.0 - 2.0 * y).collect(), *targets.shape());
     let (x, tape) = logits.split_tape();
     let per = x.clone().put_tape(tape).bce_with_logits(targets.clone());
     let loss_terms = if gamma == 0.0 {

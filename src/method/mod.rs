@@ -4,6 +4,7 @@
 //! [`forward_loss`]. A relation head with `OUT = 1` reads only a logit; with `OUT = 3` it reads
 //! `(Δrow, Δcol, logit)`.
 
+pub mod inspect;
 pub mod losses;
 pub mod pairs;
 
@@ -150,7 +151,11 @@ impl PairBatch {
         patch_size: usize,
         policy: TargetPolicy,
     ) -> Self {
-        let patches = if batch == 0 { 0 } else { positions.len() / batch };
+        let patches = if batch == 0 {
+            0
+        } else {
+            positions.len() / batch
+        };
         let view_pairs = pair_index(batch, views, 0);
         let patch_pairs = pair_index(batch, patches, views * batch);
         let n_view = view_pairs.len();
@@ -253,7 +258,10 @@ where
     B: Backbone<D>,
     D: Device<f32>,
 {
-    assert!(OUT == 1 || OUT == 3, "relation head has 1 (RR) or 3 (SR) outputs");
+    assert!(
+        OUT == 1 || OUT == 3,
+        "relation head has 1 (RR) or 3 (SR) outputs"
+    );
     let dev = x.device().clone();
     let z = model.backbone.forward_train(x)?;
     let m = pairs.index.len();
@@ -282,7 +290,9 @@ where
     let logit_values = logits.as_vec();
     let relation = match settings.loss {
         RelationLoss::Bce => losses::bce(logits, same),
-        RelationLoss::Focal => losses::focal(logits, same, settings.focal_gamma, settings.focal_alpha),
+        RelationLoss::Focal => {
+            losses::focal(logits, same, settings.focal_gamma, settings.focal_alpha)
+        }
     };
     let loss_relation = relation.as_vec()[0];
     let correct = logit_values
@@ -294,7 +304,11 @@ where
         loss: loss_relation,
         loss_relation,
         loss_distance: 0.0,
-        relation_acc: if m == 0 { 0.0 } else { correct as f32 / m as f32 },
+        relation_acc: if m == 0 {
+            0.0
+        } else {
+            correct as f32 / m as f32
+        },
     };
     if OUT == 1 || settings.alpha == 0.0 {
         return Ok((relation, stats));

@@ -44,7 +44,10 @@ pub fn pair_index(batch: usize, slots: usize, base: usize) -> PairIndex {
     if slots < 2 {
         return out;
     }
-    assert!(batch >= 2, "roll-shifted negatives need at least two images");
+    assert!(
+        batch >= 2,
+        "roll-shifted negatives need at least two images"
+    );
     let mut shift = 1;
     let mut negatives = PairIndex::default();
     for i in 0..slots {
@@ -55,7 +58,9 @@ pub fn pair_index(batch: usize, slots: usize, base: usize) -> PairIndex {
                 out.positive.push(true);
                 out.slots.push((i, j));
                 negatives.left.push(base + i * batch + b);
-                negatives.right.push(base + j * batch + (b + batch - shift) % batch);
+                negatives
+                    .right
+                    .push(base + j * batch + (b + batch - shift) % batch);
                 negatives.positive.push(false);
                 negatives.slots.push((i, j));
             }
@@ -113,7 +118,11 @@ mod tests {
     #[test]
     fn base_offsets_items() {
         let p = pair_index(4, 2, 100);
-        assert!(p.left.iter().chain(&p.right).all(|&i| (100..108).contains(&i)));
+        assert!(p
+            .left
+            .iter()
+            .chain(&p.right)
+            .all(|&i| (100..108).contains(&i)));
         assert!(pair_index(4, 1, 0).is_empty());
         assert!(pair_index(4, 0, 0).is_empty());
     }

@@ -202,6 +202,22 @@ fn step_dir_name(step: u64) -> String {
     format!("step-{step:09}")
 }
 
+/// Environment variable of a test hook: when it holds a number of milliseconds, [`save`] sleeps
+/// that long after writing each file of a checkpoint (before the directory is renamed into
+/// place), so a test can kill the process in the middle of a checkpoint write near-deterministically
+/// (`tests/reliability_kill.rs`). Unset in normal use: the cost is one environment lookup per
+/// checkpoint.
+pub const SLOW_CHECKPOINT_ENV: &str = "SPATIAL_REASONING_TEST_SLOW_CHECKPOINT";
+
+fn slow_checkpoint_hook() {
+    if let Some(ms) = std::env::var(SLOW_CHECKPOINT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 /// Write a complete checkpoint. `write_model` saves the weights to the path it is given.
 /// Keeps the newest `keep` checkpoints.
 pub fn save(
@@ -227,12 +243,14 @@ pub fn save(
     File::open(&model_path)
         .and_then(|f| f.sync_all())
         .map_err(io(&model_path))?;
+    slow_checkpoint_hook();
     let optim_path = tmp.join("optim.bin");
     {
         let mut f = File::create(&optim_path).map_err(io(&optim_path))?;
         f.write_all(&encode_optim(optim)).map_err(io(&optim_path))?;
         f.sync_all().map_err(io(&optim_path))?;
     }
+    slow_checkpoint_hook();
     state.files.clear();
     for p in [&model_path, &optim_path] {
         let (bytes, hash) = file_hash(p)?;
@@ -250,6 +268,7 @@ pub fn save(
         f.sync_all().map_err(io(&state_path))?;
     }
     fsync_dir(&tmp);
+    slow_checkpoint_hook();
     let dst = root.join(&name);
     if dst.exists() {
         fs::remove_dir_all(&dst).map_err(io(&dst))?;
@@ -268,6 +287,11 @@ fn prune(root: &Path, keep: usize) {
         let d = dirs.remove(0);
         let _ = fs::remove_dir_all(root.join(d));
     }
+}
+
+/// Whether the run has any `step-*` checkpoint directory (complete or not).
+pub fn has_step_dirs(run_dir: &Path) -> bool {
+    !list_step_dirs(&checkpoints_dir(run_dir)).is_empty()
 }
 
 fn list_step_dirs(root: &Path) -> Vec<String> {
@@ -388,7 +412,14 @@ mod tests {
         let dir = tmpdir("torn");
         for step in [10, 20] {
             let (s, o) = state(step);
-            save(&dir, s, &o, |p| fs::write(p, b"weights").map_err(|e| e.to_string()), 3).unwrap();
+            save(
+                &dir,
+                s,
+                &o,
+                |p| fs::write(p, b"weights").map_err(|e| e.to_string()),
+                3,
+            )
+            .unwrap();
         }
         let (found, problems) = find_latest(&dir).unwrap();
         assert_eq!(found.state.step, 20);
@@ -410,7 +441,14 @@ mod tests {
         let dir = tmpdir("prune");
         for step in [1, 2, 3, 4] {
             let (s, o) = state(step);
-            save(&dir, s, &o, |p| fs::write(p, b"w").map_err(|e| e.to_string()), 2).unwrap();
+            save(
+                &dir,
+                s,
+                &o,
+                |p| fs::write(p, b"w").map_err(|e| e.to_string()),
+                2,
+            )
+            .unwrap();
         }
         let mut left = list_step_dirs(&checkpoints_dir(&dir));
         left.sort();

@@ -61,6 +61,15 @@ pub enum TrainError {
         step: u64,
         hint: String,
     },
+    #[error(
+        "{dataset}: channel {channel} has zero variance over the {images} training images (every value is {value}); normalising by its std would divide by zero"
+    )]
+    ZeroVariance {
+        dataset: String,
+        channel: &'static str,
+        images: usize,
+        value: f32,
+    },
     #[error("device: {0}")]
     Device(String),
     #[error("{0}")]
@@ -86,11 +95,28 @@ pub fn prepare_data(cfg: &ValidConfig) -> Result<TrainData, TrainError> {
     if cfg.data.train_limit > 0 && cfg.data.train_limit < train.len() {
         train = train.subset(&(0..cfg.data.train_limit).collect::<Vec<_>>());
     }
-    let (mean, std) = data::channel_stats(&train);
-    Ok(TrainData {
-        train: Arc::new(train),
-        normalize: Normalize { mean, std },
-    })
+    TrainData::from_dataset(train)
+}
+
+impl TrainData {
+    /// Wrap a training split with its per-channel normalisation. A channel with zero variance
+    /// (e.g. a constant channel, or identical images) is an error: its std is 0 and
+    /// normalisation would turn every pixel into ±inf or NaN.
+    pub fn from_dataset(train: ImageDataset) -> Result<TrainData, TrainError> {
+        let (mean, std) = data::channel_stats(&train);
+        if let Some(c) = (0..3).find(|&c| std[c] <= 0.0 || !std[c].is_finite()) {
+            return Err(TrainError::ZeroVariance {
+                dataset: format!("{} {}", train.name, train.split),
+                channel: ["R", "G", "B"][c],
+                images: train.len(),
+                value: mean[c] * 255.0,
+            });
+        }
+        Ok(TrainData {
+            train: Arc::new(train),
+            normalize: Normalize { mean, std },
+        })
+    }
 }
 
 /// What the loop reports while it runs (the library never prints).
@@ -102,7 +128,10 @@ pub enum Progress {
         resumed_from: Option<u64>,
     },
     Row(MetricRow),
-    Checkpoint { step: u64, path: PathBuf },
+    Checkpoint {
+        step: u64,
+        path: PathBuf,
+    },
     Note(String),
 }
 
@@ -181,11 +210,19 @@ pub fn open_run_dir(
     if resume {
         let saved = crate::config::Config::from_toml_file(&config_path)
             .map_err(|e| rd(format!("cannot resume: {e}")))?;
-        if &saved != cfg.raw() {
+        // `train.nonfinite` may change on resume: the steps before the checkpoint did not
+        // depend on it (under "stop" none was skipped), and switching to "skip" is what the
+        // non-finite error suggests. The saved config is updated to say so.
+        let mut comparable = saved.clone();
+        comparable.train.nonfinite = cfg.raw().train.nonfinite;
+        if &comparable != cfg.raw() {
             return Err(rd(format!(
                 "cannot resume: {} differs from the configuration given now; resume with the saved one (omit --config/--set) or start a new run directory",
                 config_path.display()
             )));
+        }
+        if saved != comparable {
+            checkpoint::write_atomic(&config_path, cfg.raw().to_toml_string().as_bytes())?;
         }
         return Ok(());
     }
@@ -297,7 +334,13 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn build(&self, data: &ImageDataset, step: u64, order: &[usize], buf: &mut Vec<f32>) -> Result<Vec<(usize, usize)>, String> {
+    fn build(
+        &self,
+        data: &ImageDataset,
+        step: u64,
+        order: &[usize],
+        buf: &mut Vec<f32>,
+    ) -> Result<Vec<(usize, usize)>, String> {
         let epoch = step / self.steps_per_epoch;
         let pos = (step % self.steps_per_epoch) as usize;
         let idx = &order[pos * self.batch..(pos + 1) * self.batch];
@@ -314,7 +357,10 @@ impl Pipeline {
             epoch,
         };
         let n_patches = self.patches.as_ref().map_or(0, |(s, _)| s.count());
-        buf.resize(self.batch * (self.views + n_patches) * self.item_floats, 0.0);
+        buf.resize(
+            self.batch * (self.views + n_patches) * self.item_floats,
+            0.0,
+        );
         let split = self.batch * self.views * self.item_floats;
         let (v, p) = buf.split_at_mut(split);
         fill_views(&src, &self.view_aug, self.views, key, v).map_err(|e| e.to_string())?;
@@ -347,11 +393,13 @@ fn producer(
             order_epoch = epoch;
         }
         let mut buf = recycle.try_recv().unwrap_or_default();
-        let res = pipe.build(data, step, &order, &mut buf).map(|positions| Batch {
-            step,
-            items: buf,
-            positions,
-        });
+        let res = pipe
+            .build(data, step, &order, &mut buf)
+            .map(|positions| Batch {
+                step,
+                items: buf,
+                positions,
+            });
         let failed = res.is_err();
         if tx.send(res).is_err() || failed {
             return; // consumer stopped
@@ -369,8 +417,16 @@ fn row_from(kind: RowKind, step: u64, epoch: f64, w: &WindowSums, skipped: u64) 
         loss_relation: w.loss_relation / n,
         loss_distance: w.loss_distance / n,
         relation_acc: w.relation_acc / n,
-        img_per_s: if w.seconds > 0.0 { w.images / w.seconds } else { 0.0 },
-        data_wait: if w.seconds > 0.0 { w.wait_seconds / w.seconds } else { 0.0 },
+        img_per_s: if w.seconds > 0.0 {
+            w.images / w.seconds
+        } else {
+            0.0
+        },
+        data_wait: if w.seconds > 0.0 {
+            w.wait_seconds / w.seconds
+        } else {
+            0.0
+        },
         skipped,
     }
 }
@@ -416,8 +472,14 @@ where
     let size = cfg.data.image_size;
     let view_aug = ViewAugment::new(size, data.normalize);
     let patches = if m.patches > 0 {
-        let sampler = PatchSampler::new(train.height, train.width, cfg.patch_size, m.patches, m.overlap)
-            .map_err(|e| TrainError::Patches(e.to_string()))?;
+        let sampler = PatchSampler::new(
+            train.height,
+            train.width,
+            cfg.patch_size,
+            m.patches,
+            m.overlap,
+        )
+        .map_err(|e| TrainError::Patches(e.to_string()))?;
         let aug = PatchAugment::new(m.patch_mode, size, cfg.patch_size, data.normalize)
             .map_err(|e| TrainError::Patches(e.to_string()))?;
         Some((sampler, aug))
@@ -439,17 +501,42 @@ where
     // Resume.
     let mut state = TrainState::default();
     let mut resumed_from = None;
-    if opts.resume {
-        let (found, problems) = checkpoint::find_latest(run_dir)?;
-        for p in problems {
-            emit(&mut opts, Progress::Note(format!("skipped a damaged checkpoint: {p}")));
+    // A run killed before its first checkpoint has none: it restarts from step 0 (its complete
+    // metrics rows are kept and not written twice). Damaged checkpoints without a good one are
+    // still an error.
+    let found = if !opts.resume {
+        None
+    } else {
+        match checkpoint::find_latest(run_dir) {
+            Ok(f) => Some(f),
+            Err(checkpoint::CheckpointError::NoneFound(_))
+                if !checkpoint::has_step_dirs(run_dir) =>
+            {
+                emit(
+                    &mut opts,
+                    Progress::Note(
+                        "no checkpoint yet (stopped before the first one): starting from step 0"
+                            .into(),
+                    ),
+                );
+                None
+            }
+            Err(e) => return Err(e.into()),
         }
-        model
-            .load_safetensors(found.model_path())
-            .map_err(|e| TrainError::Checkpoint(checkpoint::CheckpointError::Corrupt {
+    };
+    if let Some((found, problems)) = found {
+        for p in problems {
+            emit(
+                &mut opts,
+                Progress::Note(format!("skipped a damaged checkpoint: {p}")),
+            );
+        }
+        model.load_safetensors(found.model_path()).map_err(|e| {
+            TrainError::Checkpoint(checkpoint::CheckpointError::Corrupt {
                 path: found.model_path(),
                 detail: format!("{e:?}"),
-            }))?;
+            })
+        })?;
         opt.load_state(found.optim.clone());
         state = found.state;
         resumed_from = Some(state.step);
@@ -475,14 +562,18 @@ where
     let stop_at = opts.stop_at_step.unwrap_or(u64::MAX).min(total_steps);
 
     let save = |model: &SslModel<B, RelationHead<OUT, f32, crate::Device>>,
-                    state: &TrainState,
-                    opt: &Optimizer,
-                    metrics: &mut MetricsWriter|
+                state: &TrainState,
+                opt: &Optimizer,
+                metrics: &mut MetricsWriter|
      -> Result<PathBuf, TrainError> {
         metrics.sync()?;
-        let path = checkpoint::save(run_dir, state.clone(), opt.state(), |p| {
-            model.save_safetensors(p).map_err(|e| format!("{e:?}"))
-        }, 2)?;
+        let path = checkpoint::save(
+            run_dir,
+            state.clone(),
+            opt.state(),
+            |p| model.save_safetensors(p).map_err(|e| format!("{e:?}")),
+            2,
+        )?;
         Ok(path)
     };
 
@@ -502,11 +593,19 @@ where
             debug_assert_eq!(b.step, step);
             x.copy_from(&b.items);
             let _ = recycle_tx.try_send(b.items);
-            let pairs = PairBatch::new(batch, m.views, &b.positions, train.height, cfg.patch_size, m.target_policy);
+            let pairs = PairBatch::new(
+                batch,
+                m.views,
+                &b.positions,
+                train.height,
+                cfg.patch_size,
+                m.target_policy,
+            );
             let backup = (t.nonfinite == NonFinitePolicy::Skip).then(|| model.clone());
             let grads = model.alloc_grads();
-            let (loss, stats) = forward_loss(&mut model, x.clone().traced(grads), &pairs, &settings)
-                .map_err(|e| TrainError::Device(format!("{e:?}")))?;
+            let (loss, stats) =
+                forward_loss(&mut model, x.clone().traced(grads), &pairs, &settings)
+                    .map_err(|e| TrainError::Device(format!("{e:?}")))?;
             let mut bad: Option<String> = None;
             if !stats.loss.is_finite() {
                 bad = Some(format!("loss ({})", stats.loss));
@@ -515,23 +614,33 @@ where
                 match opt.step(&mut model, &mut grads) {
                     Ok(()) => {}
                     Err(OptimError::NonFiniteGradient { index, count }) => {
-                        bad = Some(format!("gradient ({count} values in parameter tensor #{index})"))
+                        bad = Some(format!(
+                            "gradient ({count} values in parameter tensor #{index})"
+                        ))
                     }
                     Err(e) => return Err(TrainError::Device(e.to_string())),
                 }
             }
+            let skipped = bad.is_some();
             if let Some(what) = bad {
                 match (t.nonfinite, backup) {
                     (NonFinitePolicy::Skip, Some(b)) => {
                         model = b;
                         state.skipped_nonfinite += 1;
-                        emit(&mut opts, Progress::Note(format!("step {}: non-finite {what}; skipped", step + 1)));
+                        emit(
+                            &mut opts,
+                            Progress::Note(format!(
+                                "step {}: non-finite {what}; skipped",
+                                step + 1
+                            )),
+                        );
                     }
                     _ => {
                         return Err(TrainError::NonFinite {
                             what,
                             step: step + 1,
-                            hint: " (set train.nonfinite = \"skip\" to skip such steps instead)".into(),
+                            hint: " (set train.nonfinite = \"skip\" to skip such steps instead)"
+                                .into(),
                         })
                     }
                 }
@@ -539,19 +648,36 @@ where
             let secs = step_start.elapsed().as_secs_f64();
             step_start = Instant::now();
             state.step = step + 1;
-            add(&mut state.window, &stats, batch, secs, wait);
-            add(&mut state.epoch_sums, &stats, batch, secs, wait);
+            // A skipped step's statistics are non-finite: they stay out of the averages (a NaN
+            // would be written as `null`, making the metrics row and the checkpoint's
+            // state.json unreadable); the row's `skipped` column counts it.
+            if !skipped {
+                add(&mut state.window, &stats, batch, secs, wait);
+                add(&mut state.epoch_sums, &stats, batch, secs, wait);
+            }
             let done = state.step;
             let epoch_f = done as f64 / steps_per_epoch as f64;
             if done % t.log_every as u64 == 0 || done == total_steps {
-                let row = row_from(RowKind::Step, done, epoch_f, &state.window, state.skipped_nonfinite);
+                let row = row_from(
+                    RowKind::Step,
+                    done,
+                    epoch_f,
+                    &state.window,
+                    state.skipped_nonfinite,
+                );
                 metrics.write(&row)?;
                 emit(&mut opts, Progress::Row(row));
                 state.window = WindowSums::default();
             }
             let epoch_end = done % steps_per_epoch == 0;
             if epoch_end {
-                let row = row_from(RowKind::Epoch, done, (done / steps_per_epoch) as f64, &state.epoch_sums, state.skipped_nonfinite);
+                let row = row_from(
+                    RowKind::Epoch,
+                    done,
+                    (done / steps_per_epoch) as f64,
+                    &state.epoch_sums,
+                    state.skipped_nonfinite,
+                );
                 metrics.write(&row)?;
                 emit(&mut opts, Progress::Row(row));
                 state.epoch_sums = WindowSums::default();
@@ -561,7 +687,13 @@ where
             if epoch_end || periodic || stop_requested || done == stop_at {
                 state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
                 let path = save(&model, &state, &opt, &mut metrics)?;
-                emit(&mut opts, Progress::Checkpoint { step: done, path: path.clone() });
+                emit(
+                    &mut opts,
+                    Progress::Checkpoint {
+                        step: done,
+                        path: path.clone(),
+                    },
+                );
                 last_ckpt = Some(path);
             }
             if stop_requested && done < total_steps {

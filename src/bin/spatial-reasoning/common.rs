@@ -23,7 +23,9 @@ pub fn load_config(path: Option<&Path>, sets: &[String]) -> anyhow::Result<Valid
 pub fn init_threads(threads: usize) {
     if threads > 0 {
         // A second call (e.g. several arms in one process) keeps the first pool.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
     }
 }
 
@@ -108,7 +110,12 @@ impl ProgressPrinter {
             }
             Progress::Checkpoint { step, path } => {
                 if !self.tty {
-                    let _ = writeln!(err, "[{}] checkpoint {step} -> {}", self.label, path.display());
+                    let _ = writeln!(
+                        err,
+                        "[{}] checkpoint {step} -> {}",
+                        self.label,
+                        path.display()
+                    );
                 }
             }
             Progress::Note(n) => {

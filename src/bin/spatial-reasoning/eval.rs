@@ -49,7 +49,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.patches.clone()
     };
-    if let Some(&bad) = probe_patches.iter().find(|n| ![0, 1, 3, 5, 7, 9].contains(*n)) {
+    if let Some(&bad) = probe_patches
+        .iter()
+        .find(|n| ![0, 1, 3, 5, 7, 9].contains(*n))
+    {
         anyhow::bail!("--patches {bad}: allowed values are 0, 1, 3, 5, 7, 9");
     }
     probe_patches.dedup();
@@ -73,7 +76,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("[eval] {s}");
         }
     };
-    let rows = experiment::evaluate_run(&args.run, &args.sets, Some(plan), Some(&csv), &arm, &mut progress)?;
+    let rows = experiment::evaluate_run(
+        &args.run,
+        &args.sets,
+        Some(plan),
+        Some(&csv),
+        &arm,
+        &mut progress,
+    )?;
     for r in &rows {
         println!(
             "{} {} n={} {:.4}",

@@ -14,7 +14,11 @@ mod report;
 mod run;
 
 #[derive(Parser)]
-#[command(name = "spatial-reasoning", version, about = "Relational + spatial reasoning for self-supervised visual representation learning")]
+#[command(
+    name = "spatial-reasoning",
+    version,
+    about = "Relational + spatial reasoning for self-supervised visual representation learning"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -43,7 +43,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cfg.backbone.name.name(),
         cfg.data.dataset.name(),
         if cfg.method.is_rr() { "RR" } else { "SR" },
-        format_args!("K={} P={} p={} α={}", cfg.method.views, cfg.method.patches, cfg.patch_size, cfg.method.alpha),
+        format_args!(
+            "K={} P={} p={} α={}",
+            cfg.method.views, cfg.method.patches, cfg.patch_size, cfg.method.alpha
+        ),
         out.display()
     );
     let data = train::prepare_data(&cfg)?;

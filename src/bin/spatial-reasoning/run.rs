@@ -49,13 +49,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.seeds.clone()
     };
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&name));
     let arms = experiment::expand_arms(&cfg)?;
     eprintln!(
         "job `{name}`: {} on {}, arms [{}], seeds {:?} -> {}",
         cfg.backbone.name.name(),
         cfg.data.dataset.name(),
-        arms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "),
+        arms.iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         seeds,
         out.display()
     );
@@ -68,7 +74,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             index,
             total,
         } => {
-            eprintln!("== [{index}/{total}] {arm} seed {seed} ({} so far)", fmt_secs(started.elapsed().as_secs_f64()));
+            eprintln!(
+                "== [{index}/{total}] {arm} seed {seed} ({} so far)",
+                fmt_secs(started.elapsed().as_secs_f64())
+            );
             printer = ProgressPrinter::new(&format!("{arm} s{seed}"));
         }
         JobProgress::Train(t) => printer.handle(&t),
@@ -83,8 +92,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let rows = report::read_metrics_jsonl(&dir.join("metrics.jsonl"), Some("step"))?;
         curves.push((arm.clone(), *seed, rows));
     }
-    let patch_picture = patch_panels(&cfg)
-        .map(|p| (format!("Sampled patches ({} per image, side {} px, {:?} mode)", cfg.method.patches, cfg.patch_size, cfg.method.patch_mode), p));
+    let patch_picture = patch_panels(&cfg).map(|p| {
+        (
+            format!(
+                "Sampled patches ({} per image, side {} px, {:?} mode)",
+                cfg.method.patches, cfg.patch_size, cfg.method.patch_mode
+            ),
+            p,
+        )
+    });
     let input = ReportInput {
         title: format!(
             "{name}: {} on {}, seeds {:?}",
@@ -111,7 +127,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         files.markdown.display(),
         out.join("plots").display()
     );
-    println!("{}", report::accuracy_table(&report::summarize(&outcome.rows)));
+    println!(
+        "{}",
+        report::accuracy_table(&report::summarize(&outcome.rows))
+    );
     Ok(())
 }
 
@@ -129,7 +148,14 @@ fn patch_panels(cfg: &spatial_reasoning::config::ValidConfig) -> Option<Vec<Patc
         &cfg.data,
     )
     .ok()?;
-    let sampler = PatchSampler::new(ds.height, ds.width, cfg.patch_size, cfg.method.patches, cfg.method.overlap).ok()?;
+    let sampler = PatchSampler::new(
+        ds.height,
+        ds.width,
+        cfg.patch_size,
+        cfg.method.patches,
+        cfg.method.overlap,
+    )
+    .ok()?;
     Some(
         (0..8.min(ds.len()))
             .map(|i| {
