@@ -175,9 +175,58 @@ impl Geo {
     }
 }
 
+/// For a "same" convolution (stride 1, `2p = k − 1`), row `(c, ky, kx)` of the column matrix is
+/// the input plane shifted by `(ky − p)·w + (kx − p)`: one contiguous copy (or add) over the rows
+/// whose input row exists, clipped to the plane. Returns `(dst range, src offset, valid output
+/// rows)`; the columns that wrapped around a row edge must be zeroed separately.
+#[inline]
+fn same_shift(g: &Geo, ky: usize, kx: usize) -> (usize, usize, isize, usize, usize) {
+    let (dy, dx) = (ky as isize - g.p as isize, kx as isize - g.p as isize);
+    let oy_lo = (-dy).max(0) as usize;
+    let oy_hi = (g.h as isize - dy).min(g.h as isize) as usize;
+    let off = dy * g.w as isize + dx;
+    let js = ((oy_lo * g.w) as isize).max(-off) as usize;
+    let je = ((oy_hi * g.w) as isize).min((g.h * g.w) as isize - off) as usize;
+    (js, je, off, oy_lo, oy_hi)
+}
+
+/// Zeroes, in rows `[oy_lo, oy_hi)` of a "same" column row, the columns whose input column
+/// `ox + kx − p` lies outside the image.
+#[inline]
+fn zero_wrapped(g: &Geo, row: &mut [f32], kx: usize, oy_lo: usize, oy_hi: usize) {
+    let (lo, hi) = g.valid_cols(kx);
+    for oy in oy_lo..oy_hi {
+        let r = &mut row[oy * g.w..][..g.w];
+        r[..lo].fill(0.0);
+        r[hi..].fill(0.0);
+    }
+}
+
+fn is_same(g: &Geo) -> bool {
+    g.s == 1 && 2 * g.p + 1 == g.k && g.ho == g.h && g.wo == g.w
+}
+
 /// `cols[(c·k + ky)·k + kx][oy·wo + ox] = x[c][oy·s + ky − p][ox·s + kx − p]` (0 outside).
 fn im2col(g: &Geo, x: &[f32], cols: &mut [f32]) {
     let opl = g.out_plane();
+    if is_same(g) {
+        let plane = g.h * g.w;
+        for c in 0..g.c {
+            let xc = &x[c * plane..][..plane];
+            for ky in 0..g.k {
+                for kx in 0..g.k {
+                    let row = &mut cols[((c * g.k + ky) * g.k + kx) * opl..][..opl];
+                    let (js, je, off, oy_lo, oy_hi) = same_shift(g, ky, kx);
+                    row[..js].fill(0.0);
+                    row[je..].fill(0.0);
+                    let s0 = (js as isize + off) as usize;
+                    row[js..je].copy_from_slice(&xc[s0..s0 + (je - js)]);
+                    zero_wrapped(g, row, kx, oy_lo, oy_hi);
+                }
+            }
+        }
+        return;
+    }
     for c in 0..g.c {
         let xc = &x[c * g.h * g.w..][..g.h * g.w];
         for ky in 0..g.k {
@@ -208,9 +257,28 @@ fn im2col(g: &Geo, x: &[f32], cols: &mut [f32]) {
     }
 }
 
-/// Adjoint of [`im2col`]: `dx += col2im(cols)`.
-fn col2im_add(g: &Geo, cols: &[f32], dx: &mut [f32]) {
+/// Adjoint of [`im2col`]: `dx += col2im(cols)`. `cols` is scratch: its entries for padding
+/// positions may be overwritten.
+fn col2im_add(g: &Geo, cols: &mut [f32], dx: &mut [f32]) {
     let opl = g.out_plane();
+    if is_same(g) {
+        let plane = g.h * g.w;
+        for c in 0..g.c {
+            let dxc = &mut dx[c * plane..][..plane];
+            for ky in 0..g.k {
+                for kx in 0..g.k {
+                    let row = &mut cols[((c * g.k + ky) * g.k + kx) * opl..][..opl];
+                    let (js, je, off, oy_lo, oy_hi) = same_shift(g, ky, kx);
+                    zero_wrapped(g, row, kx, oy_lo, oy_hi);
+                    let s0 = (js as isize + off) as usize;
+                    for (d, s) in dxc[s0..s0 + (je - js)].iter_mut().zip(&row[js..je]) {
+                        *d += *s;
+                    }
+                }
+            }
+        }
+        return;
+    }
     for c in 0..g.c {
         let dxc = &mut dx[c * g.h * g.w..][..g.h * g.w];
         for ky in 0..g.k {
