@@ -461,3 +461,73 @@ fn pooling_values_by_hand() {
         assert_eq!(gap, vec![7.5, 107.5], "{path:?}");
     }
 }
+
+// ---------------------------------------------------------------- residual add + ReLU
+
+fn add_relu_run(
+    path: Path,
+    dims: (usize, usize, usize),
+    av: &[f32],
+    bv: &[f32],
+    r: Option<&[f32]>,
+) -> [Vec<f32>; 3] {
+    let dev = Cpu::default();
+    let (n, h, w) = dims;
+    let a = dev.tensor_from_vec(av.to_vec(), (n, Const::<3>, h, w));
+    let b = dev.tensor_from_vec(bv.to_vec(), (n, Const::<3>, h, w));
+    fn go<T: Tape<f32, Cpu>>(path: Path, a: Act<3, Cpu, T>, b: Act<3, Cpu, T>) -> Act<3, Cpu, T> {
+        match path {
+            Path::Fast => cpu::add_relu(a, b).unwrap(),
+            Path::Generic => generic::add_relu(a, b).unwrap(),
+        }
+    }
+    match r {
+        None => [go(path, a, b).as_vec(), vec![], vec![]],
+        Some(r) => {
+            // Both operands carry (separate) tapes, as in a residual block.
+            let y = go(path, a.clone().leaky_traced(), b.clone().leaky_traced());
+            let yv = y.as_vec();
+            let rt = dev.tensor_from_vec(r.to_vec(), *y.shape());
+            let g = y.try_mul(rt).unwrap().sum().backward();
+            [yv, g.get(&a).as_vec(), g.get(&b).as_vec()]
+        }
+    }
+}
+
+#[test]
+fn add_relu_gradients_match_finite_differences_and_paths_agree() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let dims = (2, 4, 5);
+    let n = 2 * 3 * 20;
+    let av = randv(&mut rng, n, 1.0);
+    // a + b at least 0.1 away from the ReLU kink.
+    let bv: Vec<f32> = av
+        .iter()
+        .map(|&a| {
+            let t: f32 = rng.gen_range(0.1f32..1.0) * if rng.gen_bool(0.5) { 1.0 } else { -1.0 };
+            t - a
+        })
+        .collect();
+    let r = randv(&mut rng, n, 1.0);
+    let mut results = vec![];
+    for path in PATHS {
+        let [y, ga, gb] = add_relu_run(path, dims, &av, &bv, Some(&r));
+        assert!(
+            y.iter().any(|&v| v == 0.0) && y.iter().any(|&v| v > 0.0),
+            "both ReLU branches exercised"
+        );
+        let fa = fd(&av, 1e-2, &r, &|a| {
+            add_relu_run(path, dims, a, &bv, None)[0].clone()
+        });
+        let fb = fd(&bv, 1e-2, &r, &|b| {
+            add_relu_run(path, dims, &av, b, None)[0].clone()
+        });
+        assert_close(&format!("{path:?} add_relu da"), &ga, &fa, 1e-3, 1e-3);
+        assert_close(&format!("{path:?} add_relu db"), &gb, &fb, 1e-3, 1e-3);
+        results.push((y, ga, gb));
+    }
+    assert_eq!(
+        results[0], results[1],
+        "fast and generic add_relu agree exactly"
+    );
+}

@@ -41,7 +41,7 @@ impl<const C: usize, D: OpsDevice> BasicBlock<C, f32, D> {
             .bn1
             .forward(self.conv1.forward(x.with_empty_tape())?, mode, true)?;
         let y = self.bn2.forward(self.conv2.forward(y)?, mode, false)?;
-        y.try_add(x)?.try_relu()
+        ops::add_relu(y, x)
     }
 }
 
@@ -101,7 +101,7 @@ impl<const I: usize, const O: usize, D: OpsDevice> DownBlock<I, O, f32, D> {
             .forward(self.conv1.forward(x.with_empty_tape())?, mode, true)?;
         let y = self.bn2.forward(self.conv2.forward(y)?, mode, false)?;
         let s = self.shortcut.forward(x, mode, false)?;
-        y.try_add(s)?.try_relu()
+        ops::add_relu(y, s)
     }
 }
 

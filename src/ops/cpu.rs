@@ -752,3 +752,54 @@ pub fn global_avg_pool<const C: usize, T: Tape<f32, Cpu>>(
     }
     Ok(y.put_tape(tape))
 }
+
+/// Fast CPU [`super::OpsDevice::add_relu`]: `relu(a + b)` in one pass; the backward keeps only
+/// the ReLU mask (one byte per element).
+///
+/// # Shapes
+/// `a, b: (B, C, H, W)` → `(B, C, H, W)`
+pub fn add_relu<const C: usize, T: Tape<f32, Cpu>>(
+    a: Act<C, Cpu, T>,
+    b: Act<C, Cpu, T>,
+) -> Result<Act<C, Cpu, T>, Err> {
+    assert_eq!(a.shape(), b.shape(), "add_relu: shapes differ");
+    let (a, ta) = a.try_contiguous()?.split_tape();
+    let (b, tb) = b.try_contiguous()?.split_tape();
+    let mut tape = ta.merge(tb);
+    let mut yv = host(&a);
+    let bv = host(&b);
+    const CH: usize = 1 << 14;
+    yv.par_chunks_mut(CH)
+        .zip(bv.par_chunks(CH))
+        .for_each(|(y, b)| {
+            y.iter_mut()
+                .zip(b)
+                .for_each(|(y, &b)| *y = (*y + b).max(0.0));
+        });
+    drop(bv);
+    let mask: Vec<u8> = if <T as Tape<f32, Cpu>>::OWNS_TAPE {
+        yv.par_iter().map(|&v| u8::from(v > 0.0)).collect()
+    } else {
+        Vec::new()
+    };
+    let y = a.device().tensor_from_vec(yv, *a.shape());
+    if <T as Tape<f32, Cpu>>::OWNS_TAPE {
+        let (ag, bg, yg) = (a.ghost(), b.ghost(), y.ghost());
+        tape.add_backward_op(move |grads| {
+            let gy = take_grad!(grads, &yg);
+            for g in [&ag, &bg] {
+                let gx = grads.get_or_alloc_mut(g)?;
+                gx.par_chunks_mut(CH)
+                    .zip(gy.par_chunks(CH))
+                    .zip(mask.par_chunks(CH))
+                    .for_each(|((gx, gy), m)| {
+                        for ((g, &d), &m) in gx.iter_mut().zip(gy).zip(m) {
+                            *g += if m != 0 { d } else { 0.0 };
+                        }
+                    });
+            }
+            put_grad!(grads, &yg, gy)
+        });
+    }
+    Ok(y.put_tape(tape))
+}

@@ -197,3 +197,14 @@ pub fn global_avg_pool<D: Device<f32>, const C: usize, T: Tape<f32, D>>(
 ) -> Result<Tensor<(usize, Const<C>), f32, D, T>, D::Err> {
     x.try_mean::<(usize, Const<C>), Axes2<2, 3>>()
 }
+
+/// Generic [`super::OpsDevice::add_relu`]: `relu(a + b)`.
+///
+/// # Shapes
+/// `a, b: (B, C, H, W)` → `(B, C, H, W)`
+pub fn add_relu<D: Device<f32>, const C: usize, T: Tape<f32, D>>(
+    a: Act<C, D, T>,
+    b: Act<C, D, T>,
+) -> Result<Act<C, D, T>, D::Err> {
+    a.try_add(b)?.try_relu()
+}

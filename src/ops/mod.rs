@@ -124,6 +124,17 @@ pub trait OpsDevice: Device<f32> {
         generic::max_pool2x2(x)
     }
 
+    /// Residual join `relu(a + b)`, fused.
+    ///
+    /// # Shapes
+    /// `a, b: (B, C, H, W)` → `(B, C, H, W)`
+    fn add_relu<const C: usize, T: Tape<f32, Self>>(
+        a: Act<C, Self, T>,
+        b: Act<C, Self, T>,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        generic::add_relu(a, b)
+    }
+
     /// Global average pooling.
     ///
     /// # Shapes
@@ -136,6 +147,12 @@ pub trait OpsDevice: Device<f32> {
 }
 
 impl OpsDevice for Cpu {
+    fn add_relu<const C: usize, T: Tape<f32, Self>>(
+        a: Act<C, Self, T>,
+        b: Act<C, Self, T>,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        cpu::add_relu(a, b)
+    }
     fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Self>>(
         x: Act<I, Self, T>,
         w: &ConvWeight<O, I, K, Self>,
@@ -211,4 +228,12 @@ pub fn global_avg_pool<D: OpsDevice, const C: usize, T: Tape<f32, D>>(
     x: Act<C, D, T>,
 ) -> Result<Tensor<(usize, Const<C>), f32, D, T>, D::Err> {
     D::global_avg_pool(x)
+}
+
+/// [`OpsDevice::add_relu`] on `a`'s device.
+pub fn add_relu<D: OpsDevice, const C: usize, T: Tape<f32, D>>(
+    a: Act<C, D, T>,
+    b: Act<C, D, T>,
+) -> Result<Act<C, D, T>, D::Err> {
+    D::add_relu(a, b)
 }
