@@ -259,22 +259,39 @@ pub fn evaluate_run(
         normalize,
     };
     let (found, _) = checkpoint::find_latest(run_dir).map_err(TrainError::from)?;
-    let results = load_and_evaluate(&cfg, &found.model_path(), &data, &plan, progress)?;
+    let results = evaluate_source(
+        &cfg,
+        BackboneSource::Checkpoint(&found.model_path()),
+        &data,
+        &plan,
+        progress,
+    )?;
     save_results(run_dir, csv, arm, &cfg, &results)
 }
 
-/// Build the config's backbone, load `backbone.*` weights from a pretraining checkpoint, and
-/// evaluate it.
-pub fn load_and_evaluate(
+/// Where the evaluated backbone's weights come from.
+#[derive(Clone, Copy, Debug)]
+pub enum BackboneSource<'a> {
+    /// `backbone.*` of a pretraining checkpoint's `model.safetensors`; features are cached in
+    /// the run's `eval/features/`, tagged with the file's hash.
+    Checkpoint(&'a Path),
+    /// Initialised from the seed, no training (the lower bound).
+    RandomInit,
+    /// Trained with labels first (the upper bound).
+    Supervised,
+}
+
+/// Build the config's backbone, obtain its weights from `source`, and evaluate it.
+pub fn evaluate_source(
     cfg: &ValidConfig,
-    model_path: &Path,
+    source: BackboneSource<'_>,
     data: &EvalData,
     plan: &EvalPlan,
     progress: &mut dyn FnMut(JobProgress),
 ) -> Result<Vec<EvalResult>, JobError> {
     struct Job<'a> {
         cfg: &'a ValidConfig,
-        model_path: &'a Path,
+        source: BackboneSource<'a>,
         data: &'a EvalData,
         plan: &'a EvalPlan,
         progress: &'a mut dyn FnMut(JobProgress),
@@ -283,36 +300,55 @@ pub fn load_and_evaluate(
     impl BackboneFn<crate::Device> for Job<'_> {
         type Output = Result<Vec<EvalResult>, JobError>;
         fn call<B: Backbone<crate::Device> + 'static>(self, backbone: B) -> Self::Output {
-            let backbone = if self.cfg.method.is_rr() {
-                load_backbone::<B, 1>(backbone, &self.dev, self.model_path)?
-            } else {
-                load_backbone::<B, 3>(backbone, &self.dev, self.model_path)?
+            let (cfg, dev, progress) = (self.cfg, &self.dev, self.progress);
+            let mut cache_tag = None;
+            let backbone = match self.source {
+                BackboneSource::Checkpoint(path) => {
+                    let tag = checkpoint::file_hash(path).map_err(TrainError::from)?.1;
+                    let run = path.parent().and_then(Path::parent).and_then(Path::parent);
+                    cache_tag = run.map(|r| (r.join("eval").join("features"), tag));
+                    if cfg.method.is_rr() {
+                        load_backbone::<B, 1>(backbone, dev, path)?
+                    } else {
+                        load_backbone::<B, 3>(backbone, dev, path)?
+                    }
+                }
+                BackboneSource::RandomInit => backbone,
+                BackboneSource::Supervised => {
+                    let mut backbone = backbone;
+                    let sup = eval::SupervisedConfig {
+                        epochs: cfg.train.epochs,
+                        batch: cfg.train.batch_size,
+                        lr: cfg.optim.lr,
+                        seed: cfg.train.seed,
+                        input_size: cfg.data.image_size,
+                        max_steps: cfg.train.max_steps,
+                        ..Default::default()
+                    };
+                    let report = eval::train_supervised(
+                        &mut backbone,
+                        dev,
+                        &self.data.train,
+                        &self.data.normalize,
+                        &sup,
+                        &mut |_| {},
+                    )?;
+                    progress(JobProgress::Eval(format!(
+                        "supervised: {} epochs, final train acc {:.1}%",
+                        report.epochs,
+                        100.0 * report.acc_history.last().copied().unwrap_or(0.0)
+                    )));
+                    backbone
+                }
             };
-            let tag = checkpoint::file_hash(self.model_path)
-                .map_err(TrainError::from)?
-                .1;
-            let cache_dir = self
-                .model_path
-                .parent()
-                .and_then(Path::parent)
-                .and_then(Path::parent)
-                .map(|run| run.join("eval").join("features"));
-            let cache = cache_dir.as_deref().map(|d| (d, tag.as_str()));
-            evaluate_backbone(
-                &backbone,
-                &self.dev,
-                self.cfg,
-                self.data,
-                self.plan,
-                cache,
-                self.progress,
-            )
+            let cache = cache_tag.as_ref().map(|(d, t)| (d.as_path(), t.as_str()));
+            evaluate_backbone(&backbone, dev, cfg, self.data, self.plan, cache, progress)
         }
     }
-    let dev = crate::Device::seed_from_u64(cfg.train.seed);
+    let dev = crate::new_device(cfg.train.seed).map_err(|e| JobError::Device(e.to_string()))?;
     let job = Job {
         cfg,
-        model_path,
+        source,
         data,
         plan,
         progress,
@@ -564,7 +600,13 @@ pub fn run_job(
                     }
                     runs.push((arm.name.clone(), seed, dir.clone()));
                     let (found, _) = checkpoint::find_latest(&dir).map_err(TrainError::from)?;
-                    load_and_evaluate(&arm_cfg, &found.model_path(), &eval_data, &plan, progress)?
+                    evaluate_source(
+                        &arm_cfg,
+                        BackboneSource::Checkpoint(&found.model_path()),
+                        &eval_data,
+                        &plan,
+                        progress,
+                    )?
                 }
                 ArmKind::RandomInit | ArmKind::Supervised => {
                     std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
@@ -573,7 +615,12 @@ pub fn run_job(
                         arm_cfg.raw().to_toml_string().as_bytes(),
                     )
                     .map_err(TrainError::from)?;
-                    reference_arm(&arm_cfg, arm.kind, &eval_data, &plan, progress)?
+                    let source = if arm.kind == ArmKind::Supervised {
+                        BackboneSource::Supervised
+                    } else {
+                        BackboneSource::RandomInit
+                    };
+                    evaluate_source(&arm_cfg, source, &eval_data, &plan, progress)?
                 }
             };
             let new_rows = save_results(&dir, Some(&csv), &arm.name, &arm_cfg, &results)?;
@@ -588,77 +635,6 @@ pub fn run_job(
         runs,
         wall_time_s: started.elapsed().as_secs_f64(),
     })
-}
-
-/// The random-init and supervised reference arms.
-fn reference_arm(
-    cfg: &ValidConfig,
-    kind: ArmKind,
-    data: &EvalData,
-    plan: &EvalPlan,
-    progress: &mut dyn FnMut(JobProgress),
-) -> Result<Vec<EvalResult>, JobError> {
-    struct Job<'a> {
-        cfg: &'a ValidConfig,
-        kind: ArmKind,
-        data: &'a EvalData,
-        plan: &'a EvalPlan,
-        progress: &'a mut dyn FnMut(JobProgress),
-        dev: crate::Device,
-    }
-    impl BackboneFn<crate::Device> for Job<'_> {
-        type Output = Result<Vec<EvalResult>, JobError>;
-        fn call<B: Backbone<crate::Device> + 'static>(self, mut backbone: B) -> Self::Output {
-            if self.kind == ArmKind::Supervised {
-                let sup = eval::SupervisedConfig {
-                    epochs: self.cfg.train.epochs,
-                    batch: self.cfg.train.batch_size,
-                    lr: self.cfg.optim.lr,
-                    seed: self.cfg.train.seed,
-                    input_size: self.cfg.data.image_size,
-                    max_steps: self.cfg.train.max_steps,
-                    ..Default::default()
-                };
-                let progress = self.progress;
-                let report = eval::train_supervised(
-                    &mut backbone,
-                    &self.dev,
-                    &self.data.train,
-                    &self.data.normalize,
-                    &sup,
-                    &mut |_| {},
-                )?;
-                progress(JobProgress::Eval(format!(
-                    "supervised: {} epochs, final train acc {:.1}%",
-                    report.epochs,
-                    100.0 * report.acc_history.last().copied().unwrap_or(0.0)
-                )));
-                return evaluate_backbone(
-                    &backbone, &self.dev, self.cfg, self.data, self.plan, None, progress,
-                );
-            }
-            evaluate_backbone(
-                &backbone,
-                &self.dev,
-                self.cfg,
-                self.data,
-                self.plan,
-                None,
-                self.progress,
-            )
-        }
-    }
-    let dev = crate::Device::seed_from_u64(cfg.train.seed);
-    let job = Job {
-        cfg,
-        kind,
-        data,
-        plan,
-        progress,
-        dev: dev.clone(),
-    };
-    with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job)
-        .map_err(|e| JobError::Device(format!("{e:?}")))?
 }
 
 #[cfg(test)]
