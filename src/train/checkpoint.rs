@@ -235,6 +235,31 @@ pub fn save(
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    // On failure (e.g. the disk is full) the partial files go: they are never a candidate for
+    // resume, but they would keep holding the space.
+    if let Err(e) = write_files(&tmp, &mut state, optim, write_model) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let dst = root.join(&name);
+    if dst.exists() {
+        fs::remove_dir_all(&dst).map_err(io(&dst))?;
+    }
+    fs::rename(&tmp, &dst).map_err(io(&dst))?;
+    fsync_dir(&root);
+    write_atomic(&root.join("latest"), format!("{name}\n").as_bytes())?;
+    prune(&root, keep);
+    Ok(dst)
+}
+
+/// The files of a checkpoint, written and fsynced into `tmp`; `state.files` gets their sizes
+/// and hashes.
+fn write_files(
+    tmp: &Path,
+    state: &mut TrainState,
+    optim: &OptimizerState,
+    write_model: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), CheckpointError> {
     let model_path = tmp.join("model.safetensors");
     write_model(&model_path).map_err(|detail| CheckpointError::Corrupt {
         path: model_path.clone(),
@@ -267,17 +292,9 @@ pub fn save(
             .map_err(io(&state_path))?;
         f.sync_all().map_err(io(&state_path))?;
     }
-    fsync_dir(&tmp);
+    fsync_dir(tmp);
     slow_checkpoint_hook();
-    let dst = root.join(&name);
-    if dst.exists() {
-        fs::remove_dir_all(&dst).map_err(io(&dst))?;
-    }
-    fs::rename(&tmp, &dst).map_err(io(&dst))?;
-    fsync_dir(&root);
-    write_atomic(&root.join("latest"), format!("{name}\n").as_bytes())?;
-    prune(&root, keep);
-    Ok(dst)
+    Ok(())
 }
 
 fn prune(root: &Path, keep: usize) {
