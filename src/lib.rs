@@ -34,6 +34,59 @@ pub type Device = dfdx::prelude::Cpu;
 #[cfg(feature = "cuda")]
 pub type Device = dfdx::prelude::Cuda;
 
+/// Why [`new_device`] could not create the compute device.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The `cuda` build found no usable GPU: no device, or the driver failed to initialise.
+    #[error("no CUDA device: {0}")]
+    NoCuda(String),
+}
+
+/// Creates the compute [`Device`], its random generator seeded with `seed`. Every place that
+/// needs the training/evaluation device calls this, never `Device::seed_from_u64` or `default()`.
+///
+/// On [`Cpu`] this cannot fail. With the `cuda` feature it opens GPU 0; when there is none it
+/// returns [`DeviceError::NoCuda`] instead of panicking. (cudarc 0.9 unwraps `cuInit`, so the
+/// panic is caught, and its message is kept out of stderr by a panic hook swapped in for the
+/// duration of the call: a panic on another thread during that call would print nothing.)
+/// A machine without the NVIDIA driver does not get this far: the loader refuses to start a
+/// `cuda` binary that cannot find `libcuda.so.1`.
+pub fn new_device(seed: u64) -> Result<Device, DeviceError> {
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(Cpu::seed_from_u64(seed))
+    }
+    #[cfg(feature = "cuda")]
+    {
+        // Callers on several threads (tests) must not interleave the hook swaps, or the silent
+        // hook could stay installed.
+        static HOOK_SWAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let made = {
+            let _guard = HOOK_SWAP.lock().unwrap_or_else(|e| e.into_inner());
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let made = std::panic::catch_unwind(|| dfdx::prelude::Cuda::try_seed_from_u64(seed));
+            std::panic::set_hook(hook);
+            made
+        };
+        match made {
+            Ok(Ok(dev)) => Ok(dev),
+            Ok(Err(e)) => Err(DeviceError::NoCuda(format!("{e}"))),
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or("the CUDA driver failed to initialise");
+                let msg = msg
+                    .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
+                    .unwrap_or(msg);
+                Err(DeviceError::NoCuda(msg.to_string()))
+            }
+        }
+    }
+}
+
 /// A short name of the compute device, for run metadata.
 pub fn device_name() -> String {
     if cfg!(feature = "cuda") {

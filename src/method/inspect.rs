@@ -42,7 +42,7 @@ pub fn load_sr_model<B: BuildBackbone<crate::Device>>(
 ) -> Result<SrModel<B>, InspectError> {
     let (found, _) = crate::train::checkpoint::find_latest(run_dir)?;
     let path = found.model_path();
-    let dev = crate::Device::default();
+    let dev = crate::new_device(0).map_err(|e| InspectError::Device(e.to_string()))?;
     let device_err = |e| InspectError::Device(format!("{e:?}"));
     let mut model = SslModel {
         backbone: B::build(&dev, 0).map_err(device_err)?,
@@ -127,7 +127,7 @@ pub fn predict_offsets<B: Backbone<crate::Device>>(
             positions.push(pos);
         }
     }
-    let dev = crate::Device::default();
+    let dev = crate::new_device(0).map_err(|e| InspectError::Device(e.to_string()))?;
     let n = positions.len();
     let device_err = |e| InspectError::Device(format!("{e:?}"));
     let x = dev

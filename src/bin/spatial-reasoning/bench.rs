@@ -7,6 +7,7 @@
 use dfdx::optim::Adam;
 use dfdx::prelude::*;
 use spatial_reasoning::models::{with_backbone, Backbone, BackboneFn, BackboneKind, Images};
+use spatial_reasoning::Device as Dev;
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -58,6 +59,7 @@ pub struct Args {
 }
 
 struct Timing {
+    dev: Dev,
     batch: usize,
     steps: usize,
     warmup: usize,
@@ -66,14 +68,14 @@ struct Timing {
     dfdx_cache: bool,
 }
 
-impl BackboneFn<Cpu> for Timing {
+impl BackboneFn<Dev> for Timing {
     type Output = anyhow::Result<f64>;
-    fn call<B: Backbone<Cpu> + 'static>(self, mut model: B) -> anyhow::Result<f64> {
-        let dev = Cpu::default();
+    fn call<B: Backbone<Dev> + 'static>(self, mut model: B) -> anyhow::Result<f64> {
+        let dev = self.dev;
         if self.dfdx_cache {
             dev.enable_cache();
         }
-        let x: Images<Cpu> =
+        let x: Images<Dev> =
             dev.sample_normal_like(&(self.batch, Const::<3>, self.size, self.size));
         let mut opt = Adam::new(
             &model,
@@ -104,6 +106,9 @@ impl BackboneFn<Cpu> for Timing {
                     std::hint::black_box(f);
                 }
             }
+            // A GPU runs the step asynchronously: wait for it before reading the clock.
+            dev.try_synchronize()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             if step >= self.warmup {
                 elapsed += t.elapsed().as_secs_f64();
             }
@@ -128,7 +133,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .build_global()?;
     }
     let threads = rayon::current_num_threads();
+    let dev = spatial_reasoning::new_device(0)?;
     let timing = Timing {
+        dev: dev.clone(),
         batch: args.batch,
         steps: args.steps,
         warmup: args.warmup,
@@ -136,14 +143,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         size: args.size,
         dfdx_cache: args.dfdx_cache,
     };
-    let ips = with_backbone(args.backbone, &Cpu::default(), 0, timing)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))??;
+    let ips =
+        with_backbone(args.backbone, &dev, 0, timing).map_err(|e| anyhow::anyhow!("{e:?}"))??;
     if args.json {
         let j = serde_json::json!({
             "impl": "dfdx",
             "backbone": args.backbone.name(),
             "batch": args.batch,
             "mode": args.mode.name(),
+            "device": spatial_reasoning::device_name(),
             "threads": threads,
             "size": args.size,
             "steps": args.steps,
