@@ -195,10 +195,14 @@ fn same_shift(g: &Geo, ky: usize, kx: usize) -> (usize, usize, isize, usize, usi
 #[inline]
 fn zero_wrapped(g: &Geo, row: &mut [f32], kx: usize, oy_lo: usize, oy_hi: usize) {
     let (lo, hi) = g.valid_cols(kx);
+    if lo == 0 && hi == g.w {
+        return;
+    }
     for oy in oy_lo..oy_hi {
-        let r = &mut row[oy * g.w..][..g.w];
-        r[..lo].fill(0.0);
-        r[hi..].fill(0.0);
+        let base = oy * g.w;
+        for j in (0..lo).chain(hi..g.w) {
+            row[base + j] = 0.0;
+        }
     }
 }
 
