@@ -83,13 +83,19 @@ def main():
     p.add_argument("--mode", default="train", choices=["train", "infer"])
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--json", action="store_true")
+    # cuda: the twin of `spatial-reasoning bench` built with `--features cuda` (fp32, TF32 off).
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = build(a.backbone)
+    if a.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    model = build(a.backbone).to(a.device)
     n_params = sum(p.numel() for p in model.parameters())
-    x = torch.randn(a.batch, 3, a.size, a.size)
+    x = torch.randn(a.batch, 3, a.size, a.size).to(a.device)
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     elapsed = 0.0
     for step in range(a.warmup + a.steps):
@@ -104,11 +110,12 @@ def main():
             model.eval()
             with torch.no_grad():
                 model(x)
+        sync()  # CUDA runs the step asynchronously
         if step >= a.warmup:
             elapsed += time.perf_counter() - t
     ips = a.batch * a.steps / elapsed
     if a.json:
-        print(json.dumps({"impl": "torch", "backbone": a.backbone, "batch": a.batch, "mode": a.mode,
+        print(json.dumps({"impl": "torch", "device": a.device, "backbone": a.backbone, "batch": a.batch, "mode": a.mode,
                           "threads": torch.get_num_threads(), "size": a.size, "steps": a.steps,
                           "img_per_s": ips, "params": n_params}))
     else:

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Build the CUDA binary (and the CUDA op-check test binary) on a machine with no CUDA install and
+# no GPU, with the wheel toolchain of scripts/cuda-toolchain.sh, and check what came out.
+#
+#   bash scripts/cuda-build.sh            # -> target/cuda/gpu-bundle/{spatial-reasoning,cuda_ops}
+#
+# Builds into its own target dir (CARGO_TARGET_DIR, default target/cuda) so that the CPU build in
+# target/ is not rebuilt with other features. The checks (fail the script when they fail):
+# - the binary's NEEDED entries name libcuda.so.1, libnvrtc.so.13, libcublas.so.13 (the link
+#   stubs' sonames, resolved to the real libraries on a GPU machine);
+# - it embeds all 49 of dfdx's kernels as non-empty PTX for the target architecture;
+# - run against the link stubs (a driver that sees no GPU), it fails with "no CUDA device" and
+#   exit 1, not a panic.
+# gpu-bundle/ holds the stripped binaries to copy to a GPU machine (scripts/gpu-check.sh runs them).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+
+eval "$(scripts/cuda-toolchain.sh)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target/cuda}"
+cap="${SR_CUDA_COMPUTE_CAP/./}"
+
+start=$(date +%s)
+cargo build --release --features cuda --bin spatial-reasoning
+# The op check: built, not run (it needs a GPU). Print its path from cargo's JSON messages.
+test_bin="$(cargo test --release --features cuda --test cuda_ops --no-run --message-format=json |
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
+secs=$(($(date +%s) - start))
+echo "cuda-build: built in ${secs}s (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+
+bin="$CARGO_TARGET_DIR/release/spatial-reasoning"
+fail() { echo "cuda-build: FAIL: $*" >&2; exit 1; }
+
+needed="$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')"
+echo "cuda-build: NEEDED $needed"
+# (libcublasLt.so.13 is linked too but dropped by --as-needed: dfdx calls no cublasLt function.
+# The real libcublas.so.13 loads it.)
+for lib in libcuda.so.1 libnvrtc.so.13 libcublas.so.13; do
+  [[ " $needed " == *" $lib "* ]] || fail "$bin does not link $lib"
+done
+
+# dfdx's build script compiles its 49 kernels to PTX files in its OUT_DIR; the binary embeds
+# those of the ops the crate uses (the linker drops the rest). Each PTX module names its `.target`.
+ptx_dir="$(ls -td "$CARGO_TARGET_DIR"/release/build/dfdx-*/out 2>/dev/null | head -1)"
+ptx=$(find "$ptx_dir" -name '*.ptx' -size +0 2>/dev/null | wc -l)
+isa=$(grep -h '^\.version' "$ptx_dir"/*.ptx 2>/dev/null | sort -u | tr '\n' ' ')
+modules=$(strings -n 8 "$bin" | grep -c "^\.target sm_${cap}\b" || true)
+entries=$(strings -n 8 "$bin" | grep -c '^\.visible \.entry' || true)
+echo "cuda-build: dfdx compiled $ptx non-empty PTX files (PTX ISA ${isa% }); the binary embeds $modules modules for sm_${cap} with $entries kernel entry points"
+[ "$ptx" -eq 49 ] || fail "expected 49 non-empty PTX files in $ptx_dir, found $ptx"
+[ "$modules" -ge 30 ] || fail "the binary embeds only $modules PTX modules for sm_${cap}"
+[ "$entries" -ge "$modules" ] || fail "the embedded PTX holds only $entries kernel entry points"
+
+bundle="$CARGO_TARGET_DIR/gpu-bundle"
+mkdir -p "$bundle"
+strip -o "$bundle/spatial-reasoning" "$bin"
+if [ -n "$test_bin" ]; then strip -o "$bundle/cuda_ops" "$test_bin"; fi
+echo "cuda-build: bundle $(du -sh "$bundle" | cut -f1): $(ls "$bundle" | tr '\n' ' ')"
+# dfdx compiles a few kernels with NVRTC at run time, #including cuda_fp16.h from this folder:
+# scripts/gpu-check.sh makes it exist on the GPU machine.
+echo "$CUDA_ROOT/include" >"$bundle/cuda-include-dir"
+echo "$SR_CUDA_COMPUTE_CAP" >"$bundle/compute-cap"
+echo "cuda-build: CUDA include dir baked in: $CUDA_ROOT/include"
+
+# Without a GPU the binary must fail cleanly. Here the stubs stand in for a driver that sees no
+# device (every call returns CUDA_ERROR_NO_DEVICE), as on a GPU machine with CUDA_VISIBLE_DEVICES=
+# set empty. (`bench` builds the device first.) Without any driver library the loader refuses to
+# start the binary at all (exit 127, "libcuda.so.1: cannot open shared object file").
+set +e
+err="$(LD_LIBRARY_PATH="$CUDA_ROOT/lib64/stubs" "$bin" bench --batch 2 --steps 1 --warmup 0 2>&1 >/dev/null)"
+rc=$?
+set -e
+echo "cuda-build: run with a driver that sees no GPU: exit $rc: $err"
+[ "$rc" -ne 0 ] || fail "the cuda binary exited 0 with no GPU"
+[[ "$err" == *"no CUDA device"* ]] || fail "expected 'no CUDA device' in: $err"
+[[ "$err" != *panick* ]] || fail "the cuda binary panicked: $err"
+echo "cuda-build: OK"

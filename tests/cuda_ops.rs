@@ -1,0 +1,277 @@
+//! The CUDA path against the CPU path (feature `cuda`; needs a GPU, so CI only builds it).
+//!
+//! On `Cuda` every op of `spatial_reasoning::ops` runs the device-generic composition of dfdx
+//! ops; on `Cpu` the fast kernels, which `tests/ops_grad.rs` checks against finite differences
+//! and against the generic path. Here each op's output and the gradients of `L = Σ r ⊙ op(x)`
+//! (fixed random `r`) must agree between the two devices, on shapes large enough to launch many
+//! GPU blocks; then a whole backbone: features and the input gradient of one training forward.
+//!
+//! Tolerance: `|gpu − cpu| ≤ 1e-4 · max|cpu| + 1e-6` per element. Both sides are f32 with
+//! different summation orders (cuBLAS vs `gemm`), whose error grows like √n·ε ≈ 1e-5 relative
+//! for the longest sums here (n = 8192); a wrong index or missing term is off by O(1) relative.
+//!
+//! Build it without a GPU with `scripts/cuda-build.sh`; `scripts/gpu-check.sh` runs it.
+#![cfg(feature = "cuda")]
+
+use dfdx::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use spatial_reasoning::models::{self, BuildBackbone, Images};
+use spatial_reasoning::ops::{self, BnMode, BnParams, ConvWeight, OpsDevice};
+
+fn gpu() -> Cuda {
+    spatial_reasoning::new_device(0).unwrap_or_else(|e| panic!("cuda_ops needs a GPU: {e}"))
+}
+
+fn randv(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
+        .collect()
+}
+
+fn assert_close(what: &str, gpu: &[f32], cpu: &[f32]) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: length");
+    assert!(!cpu.is_empty(), "{what}: empty");
+    let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let tol = 1e-4 * scale + 1e-6;
+    let (i, diff) = gpu
+        .iter()
+        .zip(cpu)
+        .map(|(g, c)| (g - c).abs())
+        .enumerate()
+        .fold((0, 0.0f32), |a, (i, d)| if d > a.1 { (i, d) } else { a });
+    assert!(
+        diff <= tol && gpu.iter().all(|v| v.is_finite()),
+        "{what}[{i}]: gpu {} cpu {} (|diff| {diff}, tolerance {tol})",
+        gpu[i],
+        cpu[i]
+    );
+    eprintln!("{what}: max |gpu - cpu| {diff:.2e} (max |cpu| {scale:.2e})");
+}
+
+/// Output and gradients (x, w) of `Σ r ⊙ conv2d(x, w)` on `dev`.
+#[allow(clippy::too_many_arguments)]
+fn conv_run<D: OpsDevice, const I: usize, const O: usize, const K: usize>(
+    dev: &D,
+    (b, h, w): (usize, usize, usize),
+    xv: &[f32],
+    wv: &[f32],
+    s: usize,
+    p: usize,
+    r: &[f32],
+) -> [Vec<f32>; 3] {
+    let x = dev.tensor_from_vec(xv.to_vec(), (b, Const::<I>, h, w));
+    let wt: ConvWeight<O, I, K, D> = dev.tensor_from_vec(wv.to_vec(), (Const, Const, Const, Const));
+    let y = ops::conv2d(x.clone().leaky_traced(), &wt, s, p).unwrap();
+    let yv = y.as_vec();
+    let rt = dev.tensor_from_vec(r.to_vec(), *y.shape());
+    let g = y.try_mul(rt).unwrap().sum().backward();
+    [yv, g.get(&x).as_vec(), g.get(&wt).as_vec()]
+}
+
+fn conv_case<const I: usize, const O: usize, const K: usize>(
+    dims: (usize, usize, usize),
+    s: usize,
+    p: usize,
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (b, h, w) = dims;
+    let xv = randv(&mut rng, b * I * h * w, 1.0);
+    let wv = randv(&mut rng, O * I * K * K, 0.5);
+    let n = b * O * ops::out_size(h, K, s, p) * ops::out_size(w, K, s, p);
+    let r = randv(&mut rng, n, 1.0);
+    let c = conv_run::<Cpu, I, O, K>(&Cpu::default(), dims, &xv, &wv, s, p, &r);
+    let g = conv_run::<Cuda, I, O, K>(&gpu(), dims, &xv, &wv, s, p, &r);
+    let tag = format!("conv {I}->{O} k{K} s{s} p{p} {dims:?}");
+    for (name, i) in [("y", 0), ("dx", 1), ("dw", 2)] {
+        assert_close(&format!("{tag} {name}"), &g[i], &c[i]);
+    }
+}
+
+#[test]
+fn conv2d_cuda_matches_cpu() {
+    // ResNet-32's geometries: 3x3 stride 1 and 2, the 1x1 stride-2 shortcut; the stem.
+    conv_case::<16, 16, 3>((8, 32, 32), 1, 1);
+    conv_case::<16, 32, 3>((8, 32, 32), 2, 1);
+    conv_case::<16, 32, 1>((8, 32, 32), 2, 0);
+    conv_case::<3, 16, 3>((8, 32, 32), 1, 1);
+    // Odd sizes and no padding.
+    conv_case::<5, 7, 3>((3, 9, 7), 1, 0);
+}
+
+/// Output, gradients (x, weight, bias) and running statistics of batch-norm on `dev`.
+#[allow(clippy::too_many_arguments)]
+fn bn_run<D: OpsDevice, const C: usize>(
+    dev: &D,
+    (b, h, w): (usize, usize, usize),
+    xv: &[f32],
+    gv: &[f32],
+    bv: &[f32],
+    rs: (&[f32], &[f32]),
+    mode: BnMode,
+    relu: bool,
+    r: &[f32],
+) -> [Vec<f32>; 6] {
+    let x = dev.tensor_from_vec(xv.to_vec(), (b, Const::<C>, h, w));
+    let weight: Tensor<Rank1<C>, f32, D> = dev.tensor_from_vec(gv.to_vec(), (Const,));
+    let bias: Tensor<Rank1<C>, f32, D> = dev.tensor_from_vec(bv.to_vec(), (Const,));
+    let mut rm: Tensor<Rank1<C>, f32, D> = dev.tensor_from_vec(rs.0.to_vec(), (Const,));
+    let mut rv: Tensor<Rank1<C>, f32, D> = dev.tensor_from_vec(rs.1.to_vec(), (Const,));
+    let params = BnParams {
+        weight: &weight,
+        bias: &bias,
+        running_mean: &mut rm,
+        running_var: &mut rv,
+    };
+    let y = ops::batch_norm2d(x.clone().leaky_traced(), params, mode, relu).unwrap();
+    let yv = y.as_vec();
+    let rt = dev.tensor_from_vec(r.to_vec(), *y.shape());
+    let g = y.try_mul(rt).unwrap().sum().backward();
+    [
+        yv,
+        g.get(&x).as_vec(),
+        g.get(&weight).as_vec(),
+        g.get(&bias).as_vec(),
+        rm.as_vec(),
+        rv.as_vec(),
+    ]
+}
+
+#[test]
+fn batch_norm2d_cuda_matches_cpu() {
+    const C: usize = 16;
+    let dims = (8, 16, 16);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let xv: Vec<f32> = randv(&mut rng, 8 * C * 256, 3.0)
+        .iter()
+        .map(|v| v + 1.0)
+        .collect();
+    let gv = randv(&mut rng, C, 1.5);
+    let bv = randv(&mut rng, C, 0.5);
+    let rm = randv(&mut rng, C, 0.5);
+    let rv: Vec<f32> = randv(&mut rng, C, 0.5).iter().map(|v| v + 1.0).collect();
+    let r = randv(&mut rng, xv.len(), 1.0);
+    let (cpu, cuda) = (Cpu::default(), gpu());
+    for mode in [BnMode::Train, BnMode::Eval] {
+        for relu in [false, true] {
+            let rs = (&rm[..], &rv[..]);
+            let c = bn_run::<Cpu, C>(&cpu, dims, &xv, &gv, &bv, rs, mode, relu, &r);
+            let g = bn_run::<Cuda, C>(&cuda, dims, &xv, &gv, &bv, rs, mode, relu, &r);
+            let names = ["y", "dx", "dweight", "dbias", "running_mean", "running_var"];
+            for (i, name) in names.iter().enumerate() {
+                assert_close(&format!("bn {mode:?} relu={relu} {name}"), &g[i], &c[i]);
+            }
+        }
+    }
+}
+
+/// Which single-input op [`unary_run`] applies.
+#[derive(Clone, Copy, Debug)]
+enum Unary {
+    AvgPool,
+    MaxPool,
+    GlobalAvgPool,
+}
+
+/// Output and input gradient of `Σ r ⊙ op(x)` on `dev`; `r` is cycled to the output length.
+fn unary_run<D: OpsDevice>(
+    dev: &D,
+    op: Unary,
+    (b, h, w): (usize, usize, usize),
+    xv: &[f32],
+    r: &[f32],
+) -> [Vec<f32>; 2] {
+    const C: usize = 8;
+    let x = dev.tensor_from_vec(xv.to_vec(), (b, Const::<C>, h, w));
+    let t = x.clone().leaky_traced();
+    let weigh = |n: usize| r.iter().copied().cycle().take(n).collect::<Vec<f32>>();
+    let (yv, g) = match op {
+        Unary::AvgPool | Unary::MaxPool => {
+            let y = match op {
+                Unary::AvgPool => ops::avg_pool2x2(t),
+                _ => ops::max_pool2x2(t),
+            }
+            .unwrap();
+            let yv = y.as_vec();
+            let rt = dev.tensor_from_vec(weigh(yv.len()), *y.shape());
+            (yv, y.try_mul(rt).unwrap().sum().backward())
+        }
+        Unary::GlobalAvgPool => {
+            let y = ops::global_avg_pool(t).unwrap();
+            let yv = y.as_vec();
+            let rt = dev.tensor_from_vec(weigh(yv.len()), *y.shape());
+            (yv, y.try_mul(rt).unwrap().sum().backward())
+        }
+    };
+    [yv, g.get(&x).as_vec()]
+}
+
+#[test]
+fn pooling_cuda_matches_cpu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    // Odd height: the last row is dropped by the 2x2 pools.
+    for dims in [(8, 32, 32), (3, 9, 6)] {
+        let xv = randv(&mut rng, dims.0 * 8 * dims.1 * dims.2, 2.0);
+        let r = randv(&mut rng, xv.len(), 1.0);
+        for op in [Unary::AvgPool, Unary::MaxPool, Unary::GlobalAvgPool] {
+            let c = unary_run(&Cpu::default(), op, dims, &xv, &r);
+            let g = unary_run(&gpu(), op, dims, &xv, &r);
+            assert_close(&format!("{op:?} {dims:?} y"), &g[0], &c[0]);
+            assert_close(&format!("{op:?} {dims:?} dx"), &g[1], &c[1]);
+        }
+    }
+}
+
+/// Output and gradients (a, b) of `Σ r ⊙ relu(a + b)` on `dev`.
+fn add_relu_run<D: OpsDevice>(dev: &D, av: &[f32], bv: &[f32], r: &[f32]) -> [Vec<f32>; 3] {
+    let shape = (4, Const::<16>, 8, 8);
+    let a = dev.tensor_from_vec(av.to_vec(), shape);
+    let b = dev.tensor_from_vec(bv.to_vec(), shape);
+    // Both operands carry (separate) tapes, as in a residual block.
+    let y = ops::add_relu(a.clone().leaky_traced(), b.clone().leaky_traced()).unwrap();
+    let yv = y.as_vec();
+    let rt = dev.tensor_from_vec(r.to_vec(), shape);
+    let g = y.try_mul(rt).unwrap().sum().backward();
+    [yv, g.get(&a).as_vec(), g.get(&b).as_vec()]
+}
+
+#[test]
+fn add_relu_cuda_matches_cpu() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let n = 4 * 16 * 8 * 8;
+    let (av, bv, r) = (
+        randv(&mut rng, n, 1.0),
+        randv(&mut rng, n, 1.0),
+        randv(&mut rng, n, 1.0),
+    );
+    let c = add_relu_run(&Cpu::default(), &av, &bv, &r);
+    let g = add_relu_run(&gpu(), &av, &bv, &r);
+    for (name, i) in [("y", 0), ("da", 1), ("db", 2)] {
+        assert_close(&format!("add_relu {name}"), &g[i], &c[i]);
+    }
+}
+
+/// Features and input gradient of `mean(features²)` after one training forward of `M`.
+fn backbone_run<D: OpsDevice, M: BuildBackbone<D>>(dev: &D, xv: &[f32], b: usize) -> [Vec<f32>; 2] {
+    let mut model = models::build::<M, D>(dev, 7).unwrap();
+    let x: Images<D> = dev.tensor_from_vec(xv.to_vec(), (b, Const::<3>, 32, 32));
+    let f = model.forward_train(x.clone().leaky_traced()).unwrap();
+    let fv = f.as_vec();
+    let g = f.square().mean().backward();
+    [fv, g.get(&x).as_vec()]
+}
+
+#[test]
+fn backbones_cuda_match_cpu() {
+    let b = 16;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let xv = randv(&mut rng, b * 3 * 32 * 32, 2.0);
+    let c = backbone_run::<Cpu, models::Conv4<Cpu>>(&Cpu::default(), &xv, b);
+    let g = backbone_run::<Cuda, models::Conv4<Cuda>>(&gpu(), &xv, b);
+    assert_close("conv4 features", &g[0], &c[0]);
+    assert_close("conv4 dx", &g[1], &c[1]);
+    let c = backbone_run::<Cpu, models::ResNet32<Cpu>>(&Cpu::default(), &xv, b);
+    let g = backbone_run::<Cuda, models::ResNet32<Cuda>>(&gpu(), &xv, b);
+    assert_close("resnet32 features", &g[0], &c[0]);
+    assert_close("resnet32 dx", &g[1], &c[1]);
+}
