@@ -323,6 +323,16 @@ fn sigkill_and_sigint_at_any_moment_then_resume_equals_uninterrupted() {
         "torn temp checkpoints are cleaned up: {leftovers:?}"
     );
 
+    // Where each resumed process started (visible with --nocapture): the first resume found
+    // no checkpoint, the four others each resumed from one.
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    let starts: Vec<&str> = log_text
+        .lines()
+        .filter(|l| l.contains("resumed from step") || l.contains("no checkpoint yet"))
+        .collect();
+    assert_eq!(starts.len(), 5, "{log_text}");
+    assert!(starts[0].contains("no checkpoint yet"), "{log_text}");
+    let _ = writeln!(std::io::stderr(), "{}", starts.join("\n"));
     let _ = writeln!(
         std::io::stderr(),
         "reliability_kill: reference run {:.1}s, whole test {:.1}s",
