@@ -34,18 +34,14 @@ impl TensorCollection<f32, Cpu> for Net {
     }
 }
 
-/// Images `idx` of `ds` as a normalised NCHW batch, with one-hot labels.
-fn batch(
-    dev: &Cpu,
-    ds: &ImageDataset,
-    idx: &[usize],
-    mean: [f32; 3],
-    std: [f32; 3],
-) -> (
+type Batch = (
     Tensor<(usize, Const<3>, usize, usize), f32, Cpu>,
     Tensor<(usize, Const<10>), f32, Cpu>,
     Vec<usize>,
-) {
+);
+
+/// Images `idx` of `ds` as a normalised NCHW batch, with one-hot labels and the labels.
+fn batch(dev: &Cpu, ds: &ImageDataset, idx: &[usize], mean: [f32; 3], std: [f32; 3]) -> Batch {
     let (h, w) = (ds.height, ds.width);
     let mut x = vec![0.0f32; idx.len() * 3 * h * w];
     let mut y = vec![0.0f32; idx.len() * 10];

@@ -12,7 +12,7 @@
 //! copy they need and read the output gradient in place (it is moved out of the gradient map and
 //! put back, never copied).
 
-use super::{out_size, Act, BnMode, BnParams, ConvWeight, BN_EPS, BN_MOMENTUM};
+use super::{out_size, Act, BnMode, BnParams, ConvWeight, Pooled, BN_EPS, BN_MOMENTUM};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -726,7 +726,7 @@ pub fn max_pool2x2<const C: usize, T: Tape<f32, Cpu>>(
 /// `(B, C, H, W)` → `(B, C)`
 pub fn global_avg_pool<const C: usize, T: Tape<f32, Cpu>>(
     x: Act<C, Cpu, T>,
-) -> Result<Tensor<(usize, Const<C>), f32, Cpu, T>, Err> {
+) -> Result<Pooled<C, Cpu, T>, Err> {
     let x = x.try_contiguous()?;
     let (x, mut tape) = x.split_tape();
     let (b, _, h, w) = *x.shape();

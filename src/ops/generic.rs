@@ -8,7 +8,7 @@
 //!   PyTorch's running-statistics convention), then ReLU.
 //! - pooling: gather the window elements, reduce over the window.
 
-use super::{out_size, Act, BnMode, BnParams, ConvWeight, BN_EPS, BN_MOMENTUM};
+use super::{out_size, Act, BnMode, BnParams, ConvWeight, Pooled, BN_EPS, BN_MOMENTUM};
 use dfdx::prelude::*;
 
 /// The flattened input with one extra zero at index `len` (the padding target).
@@ -135,15 +135,11 @@ pub fn batch_norm2d<D: Device<f32>, const C: usize, T: Tape<f32, D>>(
 }
 
 /// The four inputs of every 2×2 window, `(B·C·Ho·Wo, 4)`, and the output shape.
+type Windows<const C: usize, D, T> = (Pooled<4, D, T>, (usize, Const<C>, usize, usize));
+
 fn windows2x2<const C: usize, D: Device<f32>, T: Tape<f32, D>>(
     x: Act<C, D, T>,
-) -> Result<
-    (
-        Tensor<(usize, Const<4>), f32, D, T>,
-        (usize, Const<C>, usize, usize),
-    ),
-    D::Err,
-> {
+) -> Result<Windows<C, D, T>, D::Err> {
     let (b, _, h, w) = *x.shape();
     let (ho, wo) = (out_size(h, 2, 2, 0), out_size(w, 2, 2, 0));
     let mut idx = Vec::with_capacity(b * C * ho * wo * 4);
@@ -194,7 +190,7 @@ pub fn max_pool2x2<D: Device<f32>, const C: usize, T: Tape<f32, D>>(
 /// `(B, C, H, W)` → `(B, C)`
 pub fn global_avg_pool<D: Device<f32>, const C: usize, T: Tape<f32, D>>(
     x: Act<C, D, T>,
-) -> Result<Tensor<(usize, Const<C>), f32, D, T>, D::Err> {
+) -> Result<Pooled<C, D, T>, D::Err> {
     x.try_mean::<(usize, Const<C>), Axes2<2, 3>>()
 }
 

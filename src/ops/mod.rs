@@ -28,6 +28,9 @@ use dfdx::prelude::*;
 /// An NCHW activation: `(batch, C, height, width)`.
 pub type Act<const C: usize, D, T = NoneTape> = Tensor<(usize, Const<C>, usize, usize), f32, D, T>;
 
+/// A pooled feature batch, `(batch, C)`.
+pub type Pooled<const C: usize, D, T = NoneTape> = Tensor<(usize, Const<C>), f32, D, T>;
+
 /// A convolution weight, PyTorch layout `(out, in, k, k)`.
 pub type ConvWeight<const O: usize, const I: usize, const K: usize, D> =
     Tensor<(Const<O>, Const<I>, Const<K>, Const<K>), f32, D>;
@@ -141,7 +144,7 @@ pub trait OpsDevice: Device<f32> {
     /// `(B, C, H, W)` → `(B, C)`
     fn global_avg_pool<const C: usize, T: Tape<f32, Self>>(
         x: Act<C, Self, T>,
-    ) -> Result<Tensor<(usize, Const<C>), f32, Self, T>, Self::Err> {
+    ) -> Result<Pooled<C, Self, T>, Self::Err> {
         generic::global_avg_pool(x)
     }
 }
@@ -181,7 +184,7 @@ impl OpsDevice for Cpu {
     }
     fn global_avg_pool<const C: usize, T: Tape<f32, Self>>(
         x: Act<C, Self, T>,
-    ) -> Result<Tensor<(usize, Const<C>), f32, Self, T>, Self::Err> {
+    ) -> Result<Pooled<C, Self, T>, Self::Err> {
         cpu::global_avg_pool(x)
     }
 }
@@ -226,7 +229,7 @@ pub fn max_pool2x2<D: OpsDevice, const C: usize, T: Tape<f32, D>>(
 /// [`OpsDevice::global_avg_pool`] on `x`'s device.
 pub fn global_avg_pool<D: OpsDevice, const C: usize, T: Tape<f32, D>>(
     x: Act<C, D, T>,
-) -> Result<Tensor<(usize, Const<C>), f32, D, T>, D::Err> {
+) -> Result<Pooled<C, D, T>, D::Err> {
     D::global_avg_pool(x)
 }
 
