@@ -59,6 +59,8 @@ fn cuda_binary_without_gpu_reports_no_device() {
             "data.test_size=16",
             "--set",
             "train.max_steps=1",
+            "--set",
+            "train.batch_size=16",
             "--out",
         ][..],
     ] {
