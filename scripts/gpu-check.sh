@@ -127,7 +127,8 @@ timeout 300 "$bin" pretrain --out /tmp/gpu-check-pre-gpu "${sets[@]}" --set trai
 timeout 180 "$bundle/spatial-reasoning-cpu" pretrain --out /tmp/gpu-check-pre-cpu "${sets[@]}" \
   --set train.max_steps=2 2>&1 | grep -E 'done|error' || fail "CPU pretraining"
 cp /tmp/gpu-check-pre-gpu/metrics.jsonl "$out/pretrain-gpu-metrics.jsonl" 2>/dev/null
-"$py" - /tmp/gpu-check-pre-gpu/metrics.jsonl /tmp/gpu-check-pre-cpu/metrics.jsonl <<'PY' ||
+[ -f /tmp/gpu-check-pre-gpu/metrics.jsonl ] && [ -f /tmp/gpu-check-pre-cpu/metrics.jsonl ] &&
+  "$py" - /tmp/gpu-check-pre-gpu/metrics.jsonl /tmp/gpu-check-pre-cpu/metrics.jsonl <<'PY' ||
 import json, math, statistics, sys
 def steps(p):
     return {r["step"]: r for r in map(json.loads, open(p)) if r.get("kind") == "step"}
@@ -152,6 +153,7 @@ for b in 128 512; do
     fail "torch bench batch $b"
   echo "$dj"
   echo "$tj"
+  [ -n "$dj" ] && [ -n "$tj" ] || continue
   "$py" -c 'import json,sys; d,t=(json.loads(a)["img_per_s"] for a in sys.argv[1:]);
 print(f"resnet32 train batch '"$b"': dfdx {d:.0f} img/s, torch {t:.0f} img/s, dfdx/torch {d/t:.3f}")' \
     "$dj" "$tj" || fail "bench output batch $b"
