@@ -17,6 +17,15 @@
 //! spatial sizes at run time. Inputs may be any layout: the fast path makes them contiguous first
 //! (free when they already are).
 //!
+//! Performance notes (measured, see BENCHMARKS.md):
+//! - Leave dfdx's tensor cache **off** (`dev.enable_cache()`): the fast path's buffers come from
+//!   the allocator and would only pile up in the cache; a ResNet-32 step was slower with it on.
+//! - On glibc the first CPU op raises `M_TRIM_THRESHOLD`/`M_MMAP_THRESHOLD` once, so freed
+//!   activation buffers are reused instead of page-faulted in afresh every step (that cost about
+//!   a fifth of a step).
+//! - Threads: everything runs on the global rayon pool (`RAYON_NUM_THREADS` or
+//!   `rayon::ThreadPoolBuilder::build_global`), dfdx's matmul included.
+//!
 //! Precondition (checked with `assert!`, as dfdx does for shapes): the spatial size must be at
 //! least the kernel/window size after padding, so every output has at least one pixel.
 
