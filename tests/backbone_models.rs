@@ -265,3 +265,39 @@ fn cpu_backbones_are_send_and_sync() {
     send_sync::<ResNet32<Cpu>>();
     send_sync::<spatial_reasoning::models::ResNet56<Cpu>>();
 }
+
+/// Loss, input gradient and first/last weight gradients of one training step of ResNet-8,
+/// computed inside a rayon pool of `threads` threads.
+fn resnet8_step(threads: usize) -> (f32, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let dev = Cpu::default();
+        let mut m: ResNet8<Cpu> = build(&dev, 11).unwrap();
+        let x = images(&dev, 20, 32, 12);
+        let f = m.forward_train(x.clone().leaky_traced()).unwrap();
+        let loss = f.square().mean();
+        let l = loss.array();
+        let g = loss.backward();
+        (
+            l,
+            g.get(&x).as_vec(),
+            g.get(&m.stem.conv.weight).as_vec(),
+            g.get(&m.stage3.first.shortcut.conv.weight).as_vec(),
+            m.stage3.first.bn2.running_var.as_vec(),
+        )
+    })
+}
+
+#[test]
+fn training_step_is_bitwise_independent_of_thread_count() {
+    let one = resnet8_step(1);
+    assert_eq!(one, resnet8_step(2));
+    assert_eq!(one, resnet8_step(3));
+    assert!(
+        one.2.iter().any(|&v| v != 0.0),
+        "the stem weight receives a gradient"
+    );
+}
