@@ -4,6 +4,13 @@
 //!
 //! CONTRACT (other modules code against this; keep it stable):
 //! - [`FEATURES`], [`Images`], [`Features`], [`Backbone`], [`BackboneKind`].
+//!
+//! Implementations: [`Conv4`] (`conv4.rs`) and [`ResNet`]`<N>` = [`ResNet8`] / [`ResNet32`] /
+//! [`ResNet56`] (`resnet.rs`), built from [`layers`] on the crate's [`crate::ops`]. Build one type
+//! with [`build`] (or `Conv4::new(dev, seed)`); run generic code on the backbone a run-time
+//! [`BackboneKind`] names with [`with_backbone`] + a [`BackboneFn`]; [`trainable_params`] counts.
+//! Safetensors names follow the fields: `stem.conv.weight`, `stage2.0.bn1.running_mean`,
+//! `stage3.0.shortcut.conv.weight`, `block1.bn.weight`, …
 
 use dfdx::prelude::*;
 
