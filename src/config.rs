@@ -382,6 +382,8 @@ pub enum ConfigError {
     PretrainSplit(&'static str),
     #[error("data.image_size = {0}: must be at least 8")]
     ImageSize(usize),
+    #[error("data.image_size = {size}: at most {max} (a larger side overflows buffer sizes)")]
+    ImageSizeTooLarge { size: usize, max: usize },
     #[error("data.train_size = {0}: must be at least 2")]
     TrainSize(usize),
     #[error("data.test_size = {0}: must be at least 1")]
@@ -501,8 +503,14 @@ pub fn max_non_overlapping(image: usize, patch: usize) -> usize {
         return 0;
     }
     let per_side = image / patch;
-    per_side * per_side
+    // Saturating: `image` is user input (2^32 with patch 1 overflowed: a panic with overflow
+    // checks on, a wrong "at most 0 fit" without).
+    per_side.saturating_mul(per_side)
 }
+
+/// The largest `data.image_size` accepted: 3·S²·batch floats must stay far from overflow (and
+/// 4096 is 40× the largest dataset side).
+pub const MAX_IMAGE_SIZE: usize = 4096;
 
 const PROBE_N: [usize; 6] = [0, 1, 3, 5, 7, 9];
 
@@ -582,6 +590,12 @@ impl Config {
         let d = &self.data;
         if d.image_size < 8 {
             return Err(ConfigError::ImageSize(d.image_size));
+        }
+        if d.image_size > MAX_IMAGE_SIZE {
+            return Err(ConfigError::ImageSizeTooLarge {
+                size: d.image_size,
+                max: MAX_IMAGE_SIZE,
+            });
         }
         if d.pretrain_split == PretrainSplit::Unlabeled && d.dataset != DatasetKind::Stl10 {
             return Err(ConfigError::PretrainSplit(d.dataset.name()));
@@ -803,6 +817,18 @@ mod tests {
     fn one_error_per_invalid_condition() {
         use ConfigError as E;
         assert!(matches!(err(&["data.image_size=4"]), E::ImageSize(4)));
+        // Seen with the config fuzz target (fuzz/corpus/config/huge-image-size-overflow):
+        // max_non_overlapping(2^32, 1) overflowed (a panic with overflow checks, a wrong "at
+        // most 0 fit" without); a huge side also overflowed buffer sizes later.
+        assert!(matches!(
+            err(&["data.image_size=4294967296", "method.patch_size=1"]),
+            E::ImageSizeTooLarge {
+                size: 4294967296,
+                max: MAX_IMAGE_SIZE
+            }
+        ));
+        assert_eq!(max_non_overlapping(1 << 40, 1), usize::MAX);
+        assert_eq!(max_non_overlapping(4096, 4), 1024 * 1024);
         assert!(matches!(
             err(&["data.pretrain_split=unlabeled"]),
             E::PretrainSplit("cifar10")
