@@ -25,6 +25,9 @@ cargo clippy --release --all-targets -- -D warnings
 echo "== cargo check --features cuda,ci-check (the CUDA path type-checks without a GPU)"
 cargo check --release --features cuda,ci-check --lib --bins
 
+echo "== CUDA build without a GPU (pinned CUDA 13.0 wheels; built and checked, not run)"
+bash scripts/cuda-build.sh
+
 echo "== cargo test --release (optimised: tensor code is ~60x slower in debug)"
 cargo test --release --no-fail-fast 2>&1 | tee target/test-output.txt
 # cargo test exits non-zero on any failure (pipefail); print the totals for the log.

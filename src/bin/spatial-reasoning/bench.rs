@@ -56,6 +56,24 @@ pub struct Args {
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
     json: bool,
+    /// Time the whole pretraining step instead: the data pipeline (K views + P patches per
+    /// image) and the model (backbone + relation head + our Adam) running together, through the
+    /// real training loop on random `size`×`size` images. Reports source images per second, the
+    /// fraction of time the model waited for data, and peak resident memory.
+    #[arg(long)]
+    pretrain: bool,
+    /// Time only the data pipeline (K views + P patches per image), items per second.
+    #[arg(long, conflicts_with = "pretrain")]
+    pipeline: bool,
+    /// With --pretrain/--pipeline: augmented views per image (K).
+    #[arg(long, default_value_t = 4)]
+    views: usize,
+    /// With --pretrain/--pipeline: patches per image (P).
+    #[arg(long, default_value_t = 2)]
+    patches: usize,
+    /// With --pretrain: patch side p in pixels (default round(0.375 · size)).
+    #[arg(long)]
+    patch_size: Option<usize>,
 }
 
 struct Timing {
@@ -133,6 +151,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .build_global()?;
     }
     let threads = rayon::current_num_threads();
+    if args.pipeline {
+        return bench_pipeline(&args, threads);
+    }
+    if args.pretrain {
+        return bench_pretrain(&args, threads);
+    }
     let dev = spatial_reasoning::new_device(0)?;
     let timing = Timing {
         dev: dev.clone(),
@@ -167,6 +191,153 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.size,
             threads,
             ips
+        );
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process in MiB (`VmHWM`), where /proc is available.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn bench_pipeline(args: &Args, threads: usize) -> anyhow::Result<()> {
+    let secs = (args.steps as f64).max(1.0);
+    let items_per_s = spatial_reasoning::augment::bench_pipeline(
+        args.size,
+        args.batch,
+        args.views,
+        args.patches,
+        secs,
+    );
+    if args.json {
+        let j = serde_json::json!({
+            "impl": "spatial-reasoning",
+            "bench": "pipeline",
+            "batch": args.batch,
+            "views": args.views,
+            "patches": args.patches,
+            "size": args.size,
+            "threads": threads,
+            "items_per_s": items_per_s,
+        });
+        println!("{j}");
+    } else {
+        println!(
+            "pipeline size {} batch {} K {} P {} threads {}: {:.0} views+patches/s",
+            args.size, args.batch, args.views, args.patches, threads, items_per_s
+        );
+    }
+    Ok(())
+}
+
+fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
+    use rand::Rng as _;
+    use spatial_reasoning::config::Config;
+    use spatial_reasoning::train::{self, metrics::RowKind, PretrainOptions, Progress};
+    let p = args
+        .patch_size
+        .unwrap_or_else(|| spatial_reasoning::config::default_patch_size(args.size));
+    let total = args.warmup + args.steps;
+    let sets = vec![
+        "data.dataset=synthetic".to_string(),
+        format!("data.image_size={}", args.size),
+        format!("data.train_size={}", args.batch * total),
+        format!("backbone.name={}", args.backbone.name()),
+        format!("method.views={}", args.views),
+        format!("method.patches={}", args.patches),
+        format!("method.patch_size={p}"),
+        format!("method.alpha={}", if args.patches == 0 { 0.0 } else { 1.0 }),
+        format!("train.batch_size={}", args.batch),
+        "train.epochs=1".into(),
+        "train.log_every=1".into(),
+    ];
+    let cfg = Config::default().apply_overrides(&sets)?.check()?;
+    // Random images of the requested size (the synthetic generator is 32×32 only).
+    let n = args.batch * total;
+    let mut rng = spatial_reasoning::rng::rng_for(0, spatial_reasoning::rng::Stream::Other, 0, 0);
+    let pixels: Vec<u8> = (0..n * args.size * args.size * 3)
+        .map(|_| rng.gen())
+        .collect();
+    let ds = spatial_reasoning::data::ImageDataset {
+        name: "random".into(),
+        split: "train".into(),
+        height: args.size,
+        width: args.size,
+        pixels,
+        labels: None,
+        class_names: vec![],
+    };
+    let (mean, std) = spatial_reasoning::data::channel_stats(&ds);
+    let data = train::TrainData {
+        train: std::sync::Arc::new(ds),
+        normalize: spatial_reasoning::augment::Normalize { mean, std },
+    };
+    let dir = std::env::temp_dir().join(format!("sr-bench-pretrain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut rows = Vec::new();
+    let mut cb = |p: &Progress| {
+        if let Progress::Row(r) = p {
+            if r.kind == RowKind::Step {
+                rows.push(r.clone());
+            }
+        }
+    };
+    let result = train::pretrain(
+        &cfg,
+        &data,
+        &dir,
+        PretrainOptions {
+            progress: Some(&mut cb),
+            ..Default::default()
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    // Each row covers one step (log_every = 1): drop the warm-up steps, then
+    // images/s = Σ images / Σ seconds and wait = Σ wait / Σ seconds over the timed steps.
+    let timed: Vec<_> = rows.iter().skip(args.warmup).collect();
+    let secs: f64 = timed.iter().map(|r| args.batch as f64 / r.img_per_s).sum();
+    let wait: f64 = timed
+        .iter()
+        .map(|r| r.data_wait * args.batch as f64 / r.img_per_s)
+        .sum();
+    let img_per_s = (timed.len() * args.batch) as f64 / secs;
+    let wait_frac = wait / secs;
+    let rss = peak_rss_mib();
+    if args.json {
+        let j = serde_json::json!({
+            "impl": "spatial-reasoning",
+            "bench": "pretrain",
+            "backbone": args.backbone.name(),
+            "batch": args.batch,
+            "views": args.views,
+            "patches": args.patches,
+            "patch_size": p,
+            "size": args.size,
+            "threads": threads,
+            "steps": timed.len(),
+            "img_per_s": img_per_s,
+            "data_wait": wait_frac,
+            "peak_rss_mib": rss,
+        });
+        println!("{j}");
+    } else {
+        println!(
+            "pretrain {} B {} K {} P {} p {} size {} threads {}: {:.2} source img/s, data wait {:.1}%, peak RSS {}",
+            args.backbone.name(),
+            args.batch,
+            args.views,
+            args.patches,
+            p,
+            args.size,
+            threads,
+            img_per_s,
+            100.0 * wait_frac,
+            rss.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into())
         );
     }
     Ok(())
