@@ -263,6 +263,18 @@ fn sigkill_and_sigint_at_any_moment_then_resume_equals_uninterrupted() {
     kept.snapshot(&b);
     kept.check(&b);
 
+    // 4b. A torn weights file in the newest complete checkpoint (what a crash can leave on a
+    //     filesystem that does not order data before the rename): the next resume must skip
+    //     that checkpoint (its hash does not match state.json) and use the one before.
+    let (torn_step, weights) = final_model(&b);
+    let (found, _) = checkpoint::find_latest(&b).unwrap();
+    std::fs::write(found.model_path(), &weights[..weights.len() / 2]).unwrap();
+    let (fallback, problems) = checkpoint::find_latest(&b).unwrap();
+    assert!(
+        fallback.state.step < torn_step && problems.len() == 1,
+        "{problems:?}"
+    );
+
     // 5. SIGINT: finishes the step, writes a checkpoint at it, exits 130.
     let mut child = spawn(&b, true, None, &log);
     let before = last_step_row(&b).unwrap_or(0);
@@ -332,6 +344,10 @@ fn sigkill_and_sigint_at_any_moment_then_resume_equals_uninterrupted() {
         .collect();
     assert_eq!(starts.len(), 5, "{log_text}");
     assert!(starts[0].contains("no checkpoint yet"), "{log_text}");
+    assert!(
+        log_text.contains("skipped a damaged checkpoint") && log_text.contains("model.safetensors"),
+        "the torn checkpoint of 4b was reported: {log_text}"
+    );
     let _ = writeln!(std::io::stderr(), "{}", starts.join("\n"));
     let _ = writeln!(
         std::io::stderr(),

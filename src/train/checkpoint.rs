@@ -380,7 +380,9 @@ pub fn find_latest(run_dir: &Path) -> Result<(Found, Vec<String>), CheckpointErr
     let mut dirs = list_step_dirs(&root);
     dirs.sort();
     dirs.reverse();
-    candidates.extend(dirs);
+    // `latest` is also among the step dirs: try (and report) each directory once.
+    let latest = candidates.first().cloned();
+    candidates.extend(dirs.into_iter().filter(|d| Some(d) != latest.as_ref()));
     for name in candidates {
         match verify(&root.join(&name)) {
             Ok(found) => return Ok((found, problems)),
