@@ -65,6 +65,8 @@ for t in "${targets[@]}"; do
         tail -n 40 "$work.log"
     fi
     rm -rf "$work" "$work.log"
+    # The targets' scratch folders (named after the fuzzer's pid).
+    rm -rf /dev/shm/sr-fuzz-* "${TMPDIR:-/tmp}"/sr-fuzz-*
 done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
