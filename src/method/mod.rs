@@ -16,6 +16,9 @@ use crate::config::{RelationLoss, TargetPolicy, ValidConfig};
 use crate::models::{Backbone, Images, FEATURES};
 pub use pairs::{pair_index, PairIndex};
 
+/// A taped tensor on device `D` (training mode).
+pub type Taped<S, D> = Tensor<S, f32, D, OwnedTape<f32, D>>;
+
 /// Input width of the relation head: two concatenated features.
 pub const PAIR_FEATURES: usize = 2 * FEATURES;
 /// Hidden width of the relation head (SPEC §2).
@@ -66,7 +69,7 @@ impl<const OUT: usize, D: Device<f32>> RelationHead<OUT, f32, D> {
     pub fn forward_train(
         &mut self,
         x: Tensor<(usize, Const<PAIR_FEATURES>), f32, D, OwnedTape<f32, D>>,
-    ) -> Result<Tensor<(usize, Const<OUT>), f32, D, OwnedTape<f32, D>>, D::Err> {
+    ) -> Result<Taped<(usize, Const<OUT>), D>, D::Err> {
         let h = self.l1.try_forward(x)?;
         let h = self.bn.try_forward_mut(h)?;
         let h = h.try_prelu(0.01)?;
@@ -151,11 +154,7 @@ impl PairBatch {
         patch_size: usize,
         policy: TargetPolicy,
     ) -> Self {
-        let patches = if batch == 0 {
-            0
-        } else {
-            positions.len() / batch
-        };
+        let patches = positions.len().checked_div(batch).unwrap_or(0);
         let view_pairs = pair_index(batch, views, 0);
         let patch_pairs = pair_index(batch, patches, views * batch);
         let n_view = view_pairs.len();
@@ -253,7 +252,7 @@ pub fn forward_loss<B, const OUT: usize, D>(
     x: Images<D, OwnedTape<f32, D>>,
     pairs: &PairBatch,
     settings: &LossSettings,
-) -> Result<(Tensor<Rank0, f32, D, OwnedTape<f32, D>>, StepStats), D::Err>
+) -> Result<(Taped<Rank0, D>, StepStats), D::Err>
 where
     B: Backbone<D>,
     D: Device<f32>,
@@ -335,7 +334,8 @@ mod tests {
         let positions = [(0, 0), (4, 0), (0, 4), (4, 4)]; // q0: b0 (0,0), b1 (4,0); q1: b0 (0,4), b1 (4,4)
         let pb = PairBatch::new(2, 2, &positions, 8, 4, TargetPolicy::Reference);
         assert_eq!(pb.items(), 8);
-        assert_eq!(pb.index.len(), 2 * 2 * 1 + 2 * 2 * 1);
+        // B·K(K−1) view pairs + B·P(P−1) patch pairs = 4 + 4
+        assert_eq!(pb.index.len(), 8);
         // view pairs first: 2 positive (target 0,0), 2 negative (1,1)
         assert_eq!(&pb.offsets[..8], &[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
         // patch pairs: positives carry the normalised offset of patch 0 minus patch 1

@@ -136,6 +136,7 @@ pub enum Progress {
 }
 
 /// Options of one pretraining call.
+#[derive(Default)]
 pub struct PretrainOptions<'a> {
     /// Continue from the run directory's newest complete checkpoint.
     pub resume: bool,
@@ -146,17 +147,6 @@ pub struct PretrainOptions<'a> {
     /// Stop (with a checkpoint) after this many completed steps in total; `None` = run to the end.
     /// Used by tests that simulate an interruption.
     pub stop_at_step: Option<u64>,
-}
-
-impl Default for PretrainOptions<'_> {
-    fn default() -> Self {
-        Self {
-            resume: false,
-            stop: None,
-            progress: None,
-            stop_at_step: None,
-        }
-    }
 }
 
 /// How a run ended.
@@ -682,7 +672,7 @@ where
                 emit(&mut opts, Progress::Row(row));
                 state.epoch_sums = WindowSums::default();
             }
-            let stop_requested = false && opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+            let stop_requested = opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
             let periodic = t.checkpoint_every > 0 && done % t.checkpoint_every as u64 == 0;
             if epoch_end || periodic || stop_requested || done == stop_at {
                 state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
