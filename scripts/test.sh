@@ -31,6 +31,18 @@ bash scripts/cuda-build.sh
 echo "== cargo test --release (optimised: tensor code is ~60x slower in debug)"
 cargo test --release --no-fail-fast 2>&1 | tee target/test-output.txt
 # cargo test exits non-zero on any failure (pipefail); print the totals for the log.
+
+echo "== fuzz the dataset readers and the config parser (10 s per target, libFuzzer on stable)"
+if ! cargo install --list | grep -q "^cargo-fuzz v0.13.2:"; then
+  cargo install cargo-fuzz --version 0.13.2 --locked
+fi
+bash scripts/fuzz.sh 10
+
+echo "== notebooks (evcxr Rust kernel, headless; installs evcxr_jupyter 0.22.0 on first use)"
+bash scripts/notebooks.sh 2>&1 | tee target/notebooks-output.txt
+
+# Totals for the log: every cargo test binary's counts, then the notebooks' line.
 passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
 echo "tests: ${passed} passed, ${failed} failed"
+tail -n 1 target/notebooks-output.txt
