@@ -385,7 +385,8 @@ fn decimals(span: f64) -> usize {
     if !(span.is_finite() && span > 0.0) {
         return 1;
     }
-    (-(span / 5.0).log10().floor()).clamp(0.0, 6.0) as usize
+    // plotters draws about ten labels: enough decimals for a step of span / 10
+    (-(span / 10.0).log10().floor()).clamp(0.0, 6.0) as usize
 }
 
 /// Error bars: a vertical line from `lo` to `hi` at `x`, with caps `2 · half` pixels wide.
