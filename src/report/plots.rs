@@ -267,6 +267,8 @@ where
             .configure_mesh()
             .x_desc("step")
             .y_desc(ylabel)
+            // few enough step labels that four-digit steps do not run into each other
+            .x_labels(6)
             .x_label_formatter(&|x| format!("{x:.xd$}"))
             .y_label_formatter(&|y| format!("{y:.yd$}"))
             .label_style((FAMILY, 16))
