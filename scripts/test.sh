@@ -41,8 +41,11 @@ bash scripts/fuzz.sh 10
 echo "== notebooks (evcxr Rust kernel, headless; installs evcxr_jupyter 0.22.0 on first use)"
 bash scripts/notebooks.sh 2>&1 | tee target/notebooks-output.txt
 
-# Totals for the log: every cargo test binary's counts, then the notebooks' line.
+# Totals for the log: every cargo test binary's counts plus the notebooks' line.
 passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
-echo "tests: ${passed} passed, ${failed} failed"
-tail -n 1 target/notebooks-output.txt
+nb=$(grep -E '^[0-9]+ passed, [0-9]+ failed' target/notebooks-output.txt | tail -n 1)
+nb_passed=$(echo "$nb" | grep -Eo '^[0-9]+')
+nb_failed=$(echo "$nb" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+')
+echo "cargo tests ${passed} passed, ${failed} failed; notebooks ${nb:-missing}"
+echo "tests: $((passed + ${nb_passed:-0})) passed, $((failed + ${nb_failed:-0})) failed"
