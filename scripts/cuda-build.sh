@@ -60,6 +60,12 @@ echo "cuda-build: bundle $(du -sh "$bundle" | cut -f1): $(ls "$bundle" | tr '\n'
 # scripts/gpu-check.sh makes it exist on the GPU machine.
 echo "$CUDA_ROOT/include" >"$bundle/cuda-include-dir"
 echo "$SR_CUDA_COMPUTE_CAP" >"$bundle/compute-cap"
+# dfdx's reshape/contiguous kernels are NVRTC-compiled at run time too, #including the .cuh
+# headers of its build OUT_DIR by the absolute path baked in at build time (a binary run where
+# that build folder is missing fails with "cannot open source file cuda_utils.cuh"): carry them.
+echo "$ptx_dir" >"$bundle/dfdx-out-dir"
+mkdir -p "$bundle/dfdx-cuh"
+cp "$ptx_dir"/*.cuh "$bundle/dfdx-cuh/"
 echo "cuda-build: CUDA include dir baked in: $CUDA_ROOT/include"
 
 # Without a GPU the binary must fail cleanly. Here the stubs stand in for a driver that sees no

@@ -52,7 +52,7 @@ mkdir -p "$out"
 failures=()
 fail() { echo "gpu-check: FAIL: $*"; failures+=("$*"); }
 step() { echo; echo "== $* ($(date -u +%T))"; }
-for f in spatial-reasoning spatial-reasoning-cpu cuda_ops cuda-include-dir data_batch_1.bin; do
+for f in spatial-reasoning spatial-reasoning-cpu cuda_ops cuda-include-dir dfdx-out-dir dfdx-cuh data_batch_1.bin; do
   [ -e "$bundle/$f" ] || { echo "gpu-check: $bundle/$f missing: run --prepare here first"; exit 1; }
 done
 bin="$bundle/spatial-reasoning"
@@ -64,14 +64,19 @@ echo "built for compute capability $(cat "$bundle/compute-cap" 2>/dev/null)"
 # Directories that may hold the CUDA 13 libraries and headers: the Python environment's nvidia
 # wheels (nvidia/cu13/{lib,include}, or per-package nvidia/*/{lib,include}), then a toolkit.
 nv_dirs="$("$py" -c 'import nvidia; print(" ".join(nvidia.__path__))' 2>/dev/null || true)"
-search=($nv_dirs /usr/local/cuda /usr/local/cuda-13* /usr/local/nvidia /usr/lib/x86_64-linux-gnu)
+# The driver's own libcuda comes first (/usr/local/nvidia, or a folder already on
+# LD_LIBRARY_PATH); a toolkit's compat/libcuda.so.1 is for older drivers and fails with
+# CUDA_ERROR_SYSTEM_DRIVER_MISMATCH on a current one, so it is never picked.
+ld_dirs=()
+IFS=: read -ra ld_dirs <<<"${LD_LIBRARY_PATH:-}"
+search=("${ld_dirs[@]}" /usr/local/nvidia $nv_dirs /usr/local/cuda /usr/local/cuda-13* /usr/lib/x86_64-linux-gnu)
 libdirs=()
 for lib in libcuda.so.1 libnvrtc.so.13 libcublas.so.13 libcublasLt.so.13; do
   if ldconfig -p | grep -q " $lib "; then
     echo "$lib: $(ldconfig -p | grep -m1 " $lib " | sed 's/.*=> //')"
     continue
   fi
-  hit="$(find "${search[@]}" -maxdepth 5 -name "$lib" 2>/dev/null | head -1)"
+  hit="$(find "${search[@]}" -maxdepth 5 -name "$lib" -not -path '*/compat/*' 2>/dev/null | head -1)"
   if [ -n "$hit" ]; then
     echo "$lib: $hit"
     libdirs+=("$(dirname "$hit")")
@@ -96,6 +101,12 @@ if [ ! -e "$inc/cuda_fp16.h" ]; then
   else
     fail "no cuda_fp16.h found for $inc"
   fi
+fi
+# dfdx's run-time NVRTC kernels also #include its build folder's .cuh headers by absolute path.
+dfdx_out="$(cat "$bundle/dfdx-out-dir")"
+if [ ! -e "$dfdx_out/cuda_utils.cuh" ]; then
+  mkdir -p "$dfdx_out" && cp "$bundle"/dfdx-cuh/*.cuh "$dfdx_out/" &&
+    echo "copied dfdx's .cuh headers to $dfdx_out" || fail "dfdx headers for $dfdx_out"
 fi
 ldd "$bin" | grep -E 'cuda|nvrtc|cublas'
 

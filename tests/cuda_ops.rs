@@ -9,6 +9,7 @@
 //! Tolerance: `|gpu − cpu| ≤ 1e-4 · max|cpu| + 1e-6` per element. Both sides are f32 with
 //! different summation orders (cuBLAS vs `gemm`), whose error grows like √n·ε ≈ 1e-5 relative
 //! for the longest sums here (n = 8192); a wrong index or missing term is off by O(1) relative.
+//! Except ResNet-32's input gradient, compared as a whole vector (see [`assert_close_l2`]).
 //!
 //! Build it without a GPU with `scripts/cuda-build.sh`; `scripts/gpu-check.sh` runs it.
 #![cfg(feature = "cuda")]
@@ -273,5 +274,31 @@ fn backbones_cuda_match_cpu() {
     let c = backbone_run::<Cpu, models::ResNet32<Cpu>>(&Cpu::default(), &xv, b);
     let g = backbone_run::<Cuda, models::ResNet32<Cuda>>(&gpu(), &xv, b);
     assert_close("resnet32 features", &g[0], &c[0]);
-    assert_close("resnet32 dx", &g[1], &c[1]);
+    assert_close_l2("resnet32 dx", &g[1], &c[1], 2e-2);
+}
+
+/// Whole-vector agreement `‖gpu − cpu‖₂ ≤ tol · ‖cpu‖₂`, for a gradient that is not
+/// elementwise stable. ResNet-32's input gradient (batch-norm in training mode, 31 ReLU layers)
+/// is not: on the CPU alone, scaling every seventh input by (1 + 1e-7) moved 2,460 of its
+/// 49,152 elements by more than `assert_close`'s tolerance and the whole vector by 3.6e-3
+/// relative (L2) — ReLUs at a pre-activation of ~0 flip — and the first GPU run differed from the
+/// CPU at exactly such an element (dx[39365]: gpu −0.0017966, cpu −0.0017368, perturbed CPU
+/// −0.0017966). A wrong index or a missing term is off by O(1).
+fn assert_close_l2(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: length");
+    assert!(gpu.iter().all(|v| v.is_finite()), "{what}: non-finite");
+    let diff: f64 = gpu
+        .iter()
+        .zip(cpu)
+        .map(|(g, c)| ((g - c) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = cpu.iter().map(|c| (*c as f64).powi(2)).sum::<f64>().sqrt();
+    assert!(norm > 0.0, "{what}: zero gradient");
+    let rel = diff / norm;
+    assert!(
+        rel <= tol,
+        "{what}: relative L2 difference {rel:.2e} > {tol:.0e}"
+    );
+    eprintln!("{what}: relative L2 |gpu - cpu| {rel:.2e} (tolerance {tol:.0e})");
 }
