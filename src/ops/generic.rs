@@ -12,11 +12,14 @@
 use super::{out_size, Act, BnMode, BnParams, ConvWeight, Pooled, BN_EPS, BN_MOMENTUM};
 use dfdx::prelude::*;
 
+/// A 2-D tensor with run-time dims.
+type Matrix<D, T> = Tensor<(usize, usize), f32, D, T>;
+
 /// `x` as `(B, C·H·W + 1)`: each image flattened, with one extra zero at index `C·H·W` (the
 /// padding target of the gather index).
 fn rows_with_zero<const C: usize, D: Device<f32>, T: Tape<f32, D>>(
     x: Act<C, D, T>,
-) -> Result<Tensor<(usize, usize), f32, D, T>, D::Err> {
+) -> Result<Matrix<D, T>, D::Err> {
     let (b, _, h, w) = *x.shape();
     let dev = x.device().clone();
     let rows = x.try_reshape_like(&(b, C * h * w))?;
