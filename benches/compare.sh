@@ -14,6 +14,8 @@ BIN=${BIN:-target/release/spatial-reasoning}
 REPEAT=${REPEAT:-3}
 [ -x "$BIN" ] || cargo build --release --quiet
 echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg) args: $*"
+# PyTorch's OpenMP workers spin-wait by default; on 2 cores that steals the other thread's core.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 out=$(mktemp)
 for _ in $(seq "$REPEAT"); do
   "$BIN" bench "$@" --json | tee -a "$out"

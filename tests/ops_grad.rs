@@ -531,3 +531,19 @@ fn add_relu_gradients_match_finite_differences_and_paths_agree() {
         "fast and generic add_relu agree exactly"
     );
 }
+
+/// The fast add+ReLU keeps its mask as bits in chunks of 16,384 elements: a size spanning
+/// several chunks and ending mid-word must give exactly the generic path's values and gradients.
+#[test]
+fn add_relu_bit_mask_spans_chunks() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let dims = (5, 41, 43); // 3 · 5 · 41 · 43 = 26,445 elements: two chunks, last word partial
+    let n = 3 * 5 * 41 * 43;
+    let av = randv(&mut rng, n, 1.0);
+    let bv = randv(&mut rng, n, 1.0);
+    let r = randv(&mut rng, n, 1.0);
+    let fast = add_relu_run(Path::Fast, dims, &av, &bv, Some(&r));
+    let generic = add_relu_run(Path::Generic, dims, &av, &bv, Some(&r));
+    assert!(fast[1].contains(&0.0) && fast[1].iter().any(|&g| g != 0.0));
+    assert_eq!(fast, generic, "fast and generic add_relu agree exactly");
+}

@@ -9,8 +9,8 @@
 //!
 //! Every op copies its input to the host once (`copy_into`, a memcpy; dfdx keeps `Tensor::data`
 //! private) and builds its output with `tensor_from_vec` (no copy). Backward closures own the input
-//! copy they need and read the output gradient in place (it is moved out of the gradient map and
-//! put back, never copied).
+//! copy they need and read the output gradient in place: it is moved out of the gradient map,
+//! never copied, and freed when the closure is done (see [`take_grad!`]).
 
 use super::{out_size, Act, BnMode, BnParams, ConvWeight, Pooled, BN_EPS, BN_MOMENTUM};
 use dfdx::prelude::*;
@@ -46,10 +46,21 @@ fn with_scratch_b<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// Keeps glibc from returning freed activation buffers to the OS (and from serving large
-/// buffers with fresh `mmap`s): every step allocates and frees the same sizes, and without this
-/// about a fifth of a ResNet-32 step went to page faults and zeroing fresh pages.
-/// Process-wide, applied once on the first op call; it changes no result, only speed.
+/// Keeps glibc from returning freed activation buffers to the OS: every step allocates and
+/// frees the same sizes, and each buffer handed back is page-faulted and zeroed afresh by the
+/// kernel on the next step. Process-wide, applied once on the first op call; it changes no
+/// result, only speed (and keeps the peak resident set once reached).
+///
+/// - `M_MMAP_MAX = 0`: no `mmap` per allocation. glibc serves requests above its mmap threshold
+///   with a fresh mapping and unmaps it on `free`, and the threshold cannot be raised past
+///   32 MiB (`mallopt` refuses larger values), so at 64×64 and batch 512 (134 MB activations)
+///   every activation came from fresh pages: 31 % of the pretraining step's time was the
+///   kernel's `clear_page`.
+/// - `M_TRIM_THRESHOLD = -1`: never trim the heap top (a step frees gigabytes at its end, more
+///   than any settable positive threshold).
+///
+/// At 32×32 and batch 64 the first change alone (then threshold 256 MiB, trim 2 GiB) took a
+/// ResNet-32 step from 32 to 109 images/s.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -59,11 +70,11 @@ fn tune_allocator() {
                 fn mallopt(param: i32, value: i32) -> i32;
             }
             const M_TRIM_THRESHOLD: i32 = -1;
-            const M_MMAP_THRESHOLD: i32 = -3;
+            const M_MMAP_MAX: i32 = -4;
             // SAFETY: mallopt only adjusts allocator tunables; called once, before our buffers.
             unsafe {
-                mallopt(M_MMAP_THRESHOLD, 256 << 20);
-                mallopt(M_TRIM_THRESHOLD, i32::MAX);
+                mallopt(M_MMAP_MAX, 0);
+                mallopt(M_TRIM_THRESHOLD, -1);
             }
         });
     }
@@ -77,56 +88,71 @@ fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     v
 }
 
-/// Moves the gradient of a ghost tensor out of `grads` (allocating zeros if absent), as a `Vec`.
-/// Put it back with [`put_grad!`] so that the map stays intact. (Macros, because dfdx's
-/// `GhostTensor` type cannot be named outside dfdx.)
+/// Moves the gradient of a ghost tensor out of `grads` (allocating zeros if absent), as a `Vec`,
+/// leaving an empty `Vec` in its place. (A macro, because dfdx's `GhostTensor` type cannot be
+/// named outside dfdx.)
+///
+/// Every op here takes its *output's* gradient this way and never puts it back: once an op's
+/// backward runs, every consumer of its output has already added to that gradient (dfdx runs
+/// backward ops in reverse creation order) and nothing reads it again, so it is released at
+/// once instead of at the end of the backward pass (dfdx keeps every intermediate gradient until
+/// `drop_non_leafs`). That halves the peak memory of a training step. The flip side: with
+/// `Gradients::leaky()`, the gradient of an op's *output* reads back empty (inputs' and
+/// parameters' gradients are unaffected).
 macro_rules! take_grad {
     ($grads:expr, $ghost:expr) => {
         std::mem::take(&mut **$grads.get_or_alloc_mut($ghost)?)
     };
 }
 
-macro_rules! put_grad {
-    ($grads:expr, $ghost:expr, $g:expr) => {{
-        **$grads.get_or_alloc_mut($ghost)? = $g;
-        Ok(())
-    }};
+/// Frees an output gradient taken with [`take_grad!`] (see there).
+#[inline]
+fn release_grad(g: Vec<f32>) -> Result<(), Err> {
+    drop(g);
+    Ok(())
 }
 
-/// Row-major matrix product with strides: `dst (m×n) [+]= lhs (m×k) · rhs (k×n)`.
-/// `*_rs` / `*_cs` are row / column strides in elements.
+/// A strided matrix view: element `(i, j)` is at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct View<P> {
+    ptr: P,
+    rs: usize,
+    cs: usize,
+}
+
+fn view<P>(ptr: P, rs: usize, cs: usize) -> View<P> {
+    View { ptr, rs, cs }
+}
+
+/// Matrix product with strides: `dst (m×n) [+]= lhs (m×k) · rhs (k×n)`.
+///
+/// gemm 0.19 computes in column-major order: a row-major `dst` (`cs = 1`) is transposed
+/// internally (`dstᵀ = rhsᵀ · lhsᵀ`), so `dst`'s layout, not the order of the operands, decides
+/// which dimension its 64×6 AVX-512 microkernel runs along.
 ///
 /// # Safety
 /// The pointers must be valid for the given sizes and strides, and `dst` must not alias.
-#[allow(clippy::too_many_arguments)]
 unsafe fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    dst: View<*mut f32>,
     accumulate: bool,
-    lhs: *const f32,
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
+    lhs: View<*const f32>,
+    rhs: View<*const f32>,
 ) {
     gemm::gemm(
         m,
         n,
         k,
-        dst,
-        1,
-        dst_rs as isize,
+        dst.ptr,
+        dst.cs as isize,
+        dst.rs as isize,
         accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
+        lhs.ptr,
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.ptr,
+        rhs.cs as isize,
+        rhs.rs as isize,
         1.0,
         1.0,
         false,
@@ -343,21 +369,14 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
         let x_n = &xv[n * iml..][..iml];
         with_scratch_a(ckk * opl, |cols| {
             im2col(&g, x_n, cols);
-            // y_n (O × opl) = W (O × ckk) · cols (ckk × opl)
+            // y_nᵀ (opl × O) = colsᵀ (opl × ckk) · Wᵀ (ckk × O); y_nᵀ[i][o] = y_n[o·opl + i]
             unsafe {
                 matmul(
-                    O,
-                    opl,
-                    ckk,
-                    y_n.as_mut_ptr(),
-                    opl,
+                    (opl, O, ckk),
+                    view(y_n.as_mut_ptr(), 1, opl),
                     false,
-                    wv.as_ptr(),
-                    ckk,
-                    1,
-                    cols.as_ptr(),
-                    opl,
-                    1,
+                    view(cols.as_ptr(), 1, opl),
+                    view(wv.as_ptr(), 1, ckk),
                 )
             }
         });
@@ -387,36 +406,23 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                                 im2col(&g, x_n, cols);
                                 unsafe {
                                     // dWᵀ (ckk × O) += cols (ckk × opl) · gy_nᵀ (opl × O).
-                                    // (Accumulating dW = gy_n · colsᵀ directly was ~30× slower
-                                    // in gemm 0.19 for these shapes.)
+                                    // (Stored row-major, gemm transposes it to m = O; stored
+                                    // column-major, i.e. as dW, the step ran at 0.68×; and
+                                    // dW = gy_n · colsᵀ row-major was ~30× slower in gemm 0.19.)
                                     matmul(
-                                        ckk,
-                                        O,
-                                        opl,
-                                        dwt.as_mut_ptr(),
-                                        O,
+                                        (ckk, O, opl),
+                                        view(dwt.as_mut_ptr(), O, 1),
                                         true,
-                                        cols.as_ptr(),
-                                        opl,
-                                        1,
-                                        gy_n.as_ptr(),
-                                        1,
-                                        opl,
+                                        view(cols.as_ptr(), opl, 1),
+                                        view(gy_n.as_ptr(), 1, opl),
                                     );
-                                    // dcols (ckk × opl) = Wᵀ (ckk × O) · gy_n (O × opl)
+                                    // dcolsᵀ (opl × ckk) = gy_nᵀ (opl × O) · W (O × ckk)
                                     matmul(
-                                        ckk,
-                                        opl,
-                                        O,
-                                        dcols.as_mut_ptr(),
-                                        opl,
+                                        (opl, ckk, O),
+                                        view(dcols.as_mut_ptr(), 1, opl),
                                         false,
-                                        wv.as_ptr(),
-                                        1,
-                                        ckk,
-                                        gy_n.as_ptr(),
-                                        opl,
-                                        1,
+                                        view(gy_n.as_ptr(), 1, opl),
+                                        view(wv.as_ptr(), ckk, 1),
                                     );
                                 }
                                 col2im_add(&g, dcols, gx_n);
@@ -436,7 +442,7 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                     gw[o * ckk + j] += dwt[j * O + o];
                 }
             }
-            put_grad!(grads, &yg, gy)
+            release_grad(gy)
         });
     }
     Ok(y.put_tape(tape))
@@ -615,7 +621,7 @@ pub fn batch_norm2d<const C: usize, T: Tape<f32, Cpu>>(
             gw.iter_mut().zip(&sums).for_each(|(g, s)| *g += s.1 as f32);
             let gb = grads.get_or_alloc_mut(&bg)?;
             gb.iter_mut().zip(&sums).for_each(|(g, s)| *g += s.0 as f32);
-            put_grad!(grads, &yg, gy)
+            release_grad(gy)
         });
     }
     Ok(y.put_tape(tape))
@@ -693,7 +699,7 @@ fn pool2x2<const C: usize, T: Tape<f32, Cpu>>(
                     }
                 }
             });
-            put_grad!(grads, &yg, gy)
+            release_grad(gy)
         });
     }
     Ok(y.put_tape(tape))
@@ -751,14 +757,15 @@ pub fn global_avg_pool<const C: usize, T: Tape<f32, Cpu>>(
                     let d = d * inv;
                     gx.iter_mut().for_each(|g| *g += d);
                 });
-            put_grad!(grads, &yg, gy)
+            release_grad(gy)
         });
     }
     Ok(y.put_tape(tape))
 }
 
 /// Fast CPU [`super::OpsDevice::add_relu`]: `relu(a + b)` in one pass; the backward keeps only
-/// the ReLU mask (one byte per element).
+/// the ReLU mask, one bit per element (a byte per element was a quarter of an activation per
+/// residual block: 0.4 GB at the authors' 64×64 pretraining setting).
 ///
 /// # Shapes
 /// `a, b: (B, C, H, W)` → `(B, C, H, W)`
@@ -772,22 +779,37 @@ pub fn add_relu<const C: usize, T: Tape<f32, Cpu>>(
     let mut tape = ta.merge(tb);
     let mut yv = host(&a);
     let bv = host(&b);
+    // Chunks of CH elements = CH / 64 mask words; CH is a multiple of 64.
     const CH: usize = 1 << 14;
-    yv.par_chunks_mut(CH)
-        .zip(bv.par_chunks(CH))
-        .for_each(|(y, b)| {
-            y.iter_mut()
-                .zip(b)
-                .for_each(|(y, &b)| *y = (*y + b).max(0.0));
-        });
-    drop(bv);
-    let mask: Vec<u8> = if <T as Tape<f32, Cpu>>::OWNS_TAPE {
-        yv.par_iter().map(|&v| u8::from(v > 0.0)).collect()
-    } else {
-        Vec::new()
+    const WORDS: usize = CH / 64;
+    let owns = <T as Tape<f32, Cpu>>::OWNS_TAPE;
+    let mut mask: Vec<u64> = vec![0; if owns { yv.len().div_ceil(64) } else { 0 }];
+    let relu = |y: &mut [f32], b: &[f32]| {
+        y.iter_mut()
+            .zip(b)
+            .for_each(|(y, &b)| *y = (*y + b).max(0.0));
     };
+    if owns {
+        yv.par_chunks_mut(CH)
+            .zip(bv.par_chunks(CH))
+            .zip(mask.par_chunks_mut(WORDS))
+            .for_each(|((y, b), m)| {
+                relu(y, b);
+                for (word, y64) in m.iter_mut().zip(y.chunks(64)) {
+                    *word = y64
+                        .iter()
+                        .enumerate()
+                        .fold(0u64, |w, (i, &v)| w | (u64::from(v > 0.0) << i));
+                }
+            });
+    } else {
+        yv.par_chunks_mut(CH)
+            .zip(bv.par_chunks(CH))
+            .for_each(|(y, b)| relu(y, b));
+    }
+    drop(bv);
     let y = a.device().tensor_from_vec(yv, *a.shape());
-    if <T as Tape<f32, Cpu>>::OWNS_TAPE {
+    if owns {
         let (ag, bg, yg) = (a.ghost(), b.ghost(), y.ghost());
         tape.add_backward_op(move |grads| {
             let gy = take_grad!(grads, &yg);
@@ -795,14 +817,16 @@ pub fn add_relu<const C: usize, T: Tape<f32, Cpu>>(
                 let gx = grads.get_or_alloc_mut(g)?;
                 gx.par_chunks_mut(CH)
                     .zip(gy.par_chunks(CH))
-                    .zip(mask.par_chunks(CH))
+                    .zip(mask.par_chunks(WORDS))
                     .for_each(|((gx, gy), m)| {
-                        for ((g, &d), &m) in gx.iter_mut().zip(gy).zip(m) {
-                            *g += if m != 0 { d } else { 0.0 };
+                        for ((gx, gy), &word) in gx.chunks_mut(64).zip(gy.chunks(64)).zip(m) {
+                            for (i, (g, &d)) in gx.iter_mut().zip(gy).enumerate() {
+                                *g += if (word >> i) & 1 != 0 { d } else { 0.0 };
+                            }
                         }
                     });
             }
-            put_grad!(grads, &yg, gy)
+            release_grad(gy)
         });
     }
     Ok(y.put_tape(tape))
