@@ -476,22 +476,35 @@ fn sum2(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64
     )
 }
 
-/// Per-channel `(mean, biased variance)` of a contiguous NCHW buffer: two passes (mean, then
-/// squared deviations), vectorised partial sums per plane, planes combined in f64.
+/// Per-channel `(mean, biased variance)` of a contiguous NCHW buffer, in one pass over memory:
+/// each plane's sum and its squared deviations from its own mean (the second read hits the
+/// L1-resident plane), then the planes combined exactly in f64 (Chan et al.:
+/// `M2 = Σ M2ₚ + Σ nₚ·(meanₚ − mean)²`). (A mean-then-deviations pair of passes over the whole
+/// channel read every activation twice from memory.)
 fn channel_stats(xv: &[f32], c: usize, hw: usize) -> Vec<(f64, f64)> {
     let b = xv.len() / (c * hw);
     let m = (b * hw) as f64;
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let planes = (0..b).map(|n| &xv[(n * c + ch) * hw..][..hw]);
-            let sum: f64 = planes.clone().map(|p| sum2(p, p, |x, _| (x, 0.0)).0).sum();
-            let mean = sum / m;
-            let mf = mean as f32;
-            let sq: f64 = planes
-                .map(|p| sum2(p, p, |x, _| ((x - mf) * (x - mf), 0.0)).0)
+            let per_plane: Vec<(f64, f64)> = (0..b)
+                .map(|n| {
+                    let p = &xv[(n * c + ch) * hw..][..hw];
+                    let sum = sum2(p, p, |x, _| (x, 0.0)).0;
+                    let mp = (sum / hw as f64) as f32;
+                    let m2 = sum2(p, p, |x, _| ((x - mp) * (x - mp), 0.0)).0;
+                    // Deviations were taken from the f32-rounded plane mean `mp`: correct M2 to
+                    // the exact plane mean (Σ(x − mp)² = M2ₚ + hw·(mean_p − mp)²).
+                    let exact = sum / hw as f64;
+                    (sum, m2 - hw as f64 * (exact - mp as f64).powi(2))
+                })
+                .collect();
+            let mean = per_plane.iter().map(|p| p.0).sum::<f64>() / m;
+            let m2: f64 = per_plane
+                .iter()
+                .map(|&(sum, m2p)| m2p + hw as f64 * (sum / hw as f64 - mean).powi(2))
                 .sum();
-            (mean, sq / m)
+            (mean, (m2 / m).max(0.0))
         })
         .collect()
 }
