@@ -115,21 +115,7 @@ pub fn resize_bilinear(src: &Image, out_h: usize, out_w: usize) -> Image {
         height: src.height,
         width: src.width,
     };
-    let mut out = Image::zeros(out_h, out_w);
-    let mut scratch = ResizeScratch::default();
-    resize_window_into(
-        &Source::F32Chw {
-            data: &src.data,
-            height: src.height,
-            width: src.width,
-        },
-        window,
-        out_h,
-        out_w,
-        &mut out.data,
-        &mut scratch,
-    );
-    out
+    resized_crop(src, window, out_h, out_w)
 }
 
 /// Crop then resize, as `torchvision.transforms.functional.resized_crop(..., antialias=True)`.
@@ -351,6 +337,84 @@ pub(crate) fn resize_window_into(
                     *d += wk * v;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic non-constant test image: byte `i` of the HWC buffer is `(i·37 + 11) mod 256`
+    /// (the preamble of `tests/augment_golden.rs`).
+    fn img(h: usize, w: usize) -> Image {
+        let bytes: Vec<u8> = (0..h * w * 3)
+            .map(|i| ((i * 37 + 11) % 256) as u8)
+            .collect();
+        Image::from_hwc_u8(&bytes, h, w)
+    }
+
+    /// (source h, source w, output h, output w): up, down, mixed, non-square.
+    const CASES: [(usize, usize, usize, usize); 6] = [
+        (6, 7, 4, 3),
+        (6, 7, 3, 9),
+        (5, 5, 11, 13),
+        (32, 32, 17, 23),
+        (9, 4, 2, 31),
+        (1, 8, 5, 1),
+    ];
+
+    /// `resize_bilinear` is `resized_crop` over the whole image, bit for bit. (Before the two
+    /// shared one implementation, all `CASES` outputs were compared bitwise against the previous
+    /// stand-alone `resize_bilinear`: identical.)
+    #[test]
+    fn resize_is_resized_crop_of_the_full_window() {
+        for &(h, w, oh, ow) in &CASES {
+            let src = img(h, w);
+            let full = Window {
+                top: 0,
+                left: 0,
+                height: h,
+                width: w,
+            };
+            let a = resize_bilinear(&src, oh, ow);
+            let b = resized_crop(&src, full, oh, ow);
+            assert_eq!((a.height, a.width), (oh, ow));
+            let bits = |im: &Image| im.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{h}×{w} -> {oh}×{ow}");
+        }
+    }
+
+    /// Resizing a window reads only that window: `resized_crop(src, win)` equals cropping first
+    /// and resizing the crop, bit for bit.
+    #[test]
+    fn resized_crop_equals_crop_then_resize() {
+        let src = img(12, 10);
+        for &(top, left, h, w, oh, ow) in &[
+            (1, 2, 4, 3, 5, 6),
+            (3, 0, 9, 10, 4, 4),
+            (0, 5, 12, 5, 20, 2),
+            (11, 9, 1, 1, 3, 2),
+        ] {
+            let win = Window {
+                top,
+                left,
+                height: h,
+                width: w,
+            };
+            let a = resized_crop(&src, win, oh, ow);
+            let b = resize_bilinear(&crop(&src, top, left, h, w), oh, ow);
+            assert_eq!(a, b, "window {win:?} -> {oh}×{ow}");
+        }
+    }
+
+    /// Resizing to the source size returns the source exactly (the triangle filter has weight 1
+    /// at the pixel centre and 0 at its neighbours).
+    #[test]
+    fn same_size_resize_is_identity() {
+        for &(h, w, _, _) in &CASES {
+            let src = img(h, w);
+            assert_eq!(resize_bilinear(&src, h, w), src, "{h}×{w}");
         }
     }
 }
