@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use spatial_reasoning::report::{
     read_metrics_jsonl, read_results_csv, regenerate_from_csv, write_report, write_results_csv,
-    MetricRow, PatchPanel, Protocol, ReportError, ReportInput, ResultRow,
+    MetricRow, PatchPanel, Protocol, ReportError, ReportInput, ResultRow, RowKind,
 };
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -67,6 +67,7 @@ fn curve(arm_offset: f64, seed: u64) -> Vec<MetricRow> {
             let step = i * 25;
             let loss = arm_offset + 0.7 * (-(step as f64) / 300.0).exp() + 0.01 * seed as f64;
             MetricRow {
+                kind: RowKind::Step,
                 step,
                 epoch: step as f64 / 100.0,
                 loss,
@@ -74,6 +75,8 @@ fn curve(arm_offset: f64, seed: u64) -> Vec<MetricRow> {
                 loss_distance: loss * 0.2,
                 relation_acc: 1.0 - loss / 2.0,
                 img_per_s: 1000.0,
+                data_wait: 0.0,
+                skipped: 0,
             }
         })
         .collect()

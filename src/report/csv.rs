@@ -138,7 +138,8 @@ pub fn read_results_csv(path: &Path) -> Result<Vec<ResultRow>, ReportError> {
 /// Reads a run's `metrics.jsonl`, keeping the rows whose `kind` field equals `kind` (rows without a
 /// `kind` field are always kept; `kind = None` keeps every row). Blank lines are skipped.
 ///
-/// Errors name the file and line of the first row that is not valid JSON or lacks `step`.
+/// Errors name the file and line of the first row that is not valid JSON, lacks `step`, or (among
+/// the rows kept) has a `kind` other than `step` or `epoch`.
 pub fn read_metrics_jsonl(path: &Path, kind: Option<&str>) -> Result<Vec<MetricRow>, ReportError> {
     let text = std::fs::read_to_string(path).map_err(|e| ReportError::io(path, e))?;
     let mut rows = Vec::new();

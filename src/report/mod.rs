@@ -24,8 +24,6 @@ mod summary;
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Deserializer, Serialize};
-
 pub use self::csv::{read_metrics_jsonl, read_results_csv, write_results_csv};
 pub use self::markdown::{
     accuracy_table, regenerate_from_csv, write_report, ReportFiles, ReportInput,
@@ -34,42 +32,9 @@ pub use self::patches::{plot_patches, PatchPanel};
 pub use self::plots::{plot_ablation, plot_accuracy, plot_loss_curves, PlotFiles};
 pub use self::summary::{format_pct, mean_std, probe_label, split_arm, summarize, SummaryRow};
 pub use crate::eval::{Protocol, ResultRow};
-
-/// One row of a run's `metrics.jsonl`, as the trainer writes it.
-///
-/// Extra fields in a row (such as `kind: "step" | "epoch"`) are ignored. A missing or `null` float
-/// (JSON has no NaN, so a diverged loss is written as `null`) reads as `NaN`; charts skip
-/// non-finite values.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MetricRow {
-    /// Optimiser step (global, counted from 0 or 1 as the trainer does).
-    pub step: u64,
-    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
-    pub epoch: f64,
-    /// Total loss: `loss_relation + α · loss_distance`.
-    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
-    pub loss: f64,
-    /// Binary cross-entropy of the relation logit.
-    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
-    pub loss_relation: f64,
-    /// Mean squared error of the predicted patch offset (0 for RR).
-    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
-    pub loss_distance: f64,
-    /// Accuracy of the relation head on the step's pairs, in [0, 1].
-    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
-    pub relation_acc: f64,
-    /// Throughput, images per second.
-    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
-    pub img_per_s: f64,
-}
-
-fn nan() -> f64 {
-    f64::NAN
-}
-
-fn f64_or_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
+/// One line of a run's `metrics.jsonl`: the trainer's own row type, whose reader maps `null` and
+/// missing floats to `NaN` (charts skip non-finite values).
+pub use crate::train::metrics::{MetricRow, RowKind};
 
 /// Everything that can go wrong building a report. Each variant names the file involved.
 #[derive(Debug, thiserror::Error)]

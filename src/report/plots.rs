@@ -715,6 +715,7 @@ mod tests {
     #[test]
     fn mean_curve_uses_steps_all_seeds_share() {
         let row = |step, loss| MetricRow {
+            kind: crate::report::RowKind::Step,
             step,
             epoch: 0.0,
             loss,
@@ -722,6 +723,8 @@ mod tests {
             loss_distance: 0.0,
             relation_acc: 0.5,
             img_per_s: 1.0,
+            data_wait: 0.0,
+            skipped: 0,
         };
         let a = vec![row(0, 1.0), row(10, 0.5), row(20, 0.25)];
         let b = vec![row(0, 3.0), row(10, 1.5)];

@@ -18,26 +18,55 @@ pub enum RowKind {
     Epoch,
 }
 
-/// One row of `metrics.jsonl`. Step rows average the steps since the previous step row; epoch
-/// rows average the whole epoch.
+/// One row of `metrics.jsonl`, written by [`MetricsWriter`] and read back by [`read_rows`], the
+/// resume in [`MetricsWriter::open`] and the report ([`crate::report::read_metrics_jsonl`]). Step
+/// rows average the steps since the previous step row; epoch rows average the whole epoch.
+///
+/// Reading is tolerant, writing is not affected: JSON has no NaN, so a non-finite float is written
+/// as `null`, and a `null` or missing float reads as `NaN`; a missing `kind` reads as `step`, a
+/// missing `skipped` as 0; extra fields are ignored. Only `step` is required.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricRow {
+    #[serde(default = "step_kind")]
     pub kind: RowKind,
     /// Completed optimiser steps when the row was written.
     pub step: u64,
     /// Fractional epoch (`step / steps_per_epoch`); for epoch rows, the epoch number completed.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub epoch: f64,
+    /// Total loss: `loss_relation + α · loss_distance`.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub loss: f64,
+    /// Binary cross-entropy of the relation logit.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub loss_relation: f64,
+    /// Mean squared error of the predicted patch offset (0 for RR).
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub loss_distance: f64,
+    /// Accuracy of the relation head on the window's pairs, in [0, 1].
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub relation_acc: f64,
     /// Source images per second over the row's window.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub img_per_s: f64,
     /// Fraction of the window's wall time the model waited for data.
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub data_wait: f64,
     /// Steps skipped so far for non-finite values.
     #[serde(default)]
     pub skipped: u64,
+}
+
+fn step_kind() -> RowKind {
+    RowKind::Step
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +218,34 @@ mod tests {
         let steps: Vec<u64> = rows.iter().map(|r| r.step).collect();
         assert_eq!(steps, vec![10, 20, 30, 30, 40]);
         assert!(std::fs::read_to_string(&path).unwrap().ends_with("}\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// serde_json writes a non-finite float as `null`. Such a row must read back (as NaN) and
+    /// must survive a resume, rather than end the kept prefix and truncate the file there.
+    #[test]
+    fn a_null_float_reads_as_nan_and_survives_resume() {
+        let dir = std::env::temp_dir().join(format!("sr-metrics-nan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        let mut w = MetricsWriter::open(&path, false).unwrap();
+        let mut bad = row(RowKind::Step, 20);
+        bad.loss = f64::NAN;
+        for r in [row(RowKind::Step, 10), bad, row(RowKind::Step, 30)] {
+            assert!(w.write(&r).unwrap());
+        }
+        drop(w);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines().nth(1).unwrap().contains(r#""loss":null"#),
+            "{text}"
+        );
+        drop(MetricsWriter::open(&path, true).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        let rows = read_rows(&path).unwrap();
+        let steps: Vec<u64> = rows.iter().map(|r| r.step).collect();
+        assert_eq!(steps, vec![10, 20, 30]);
+        assert!(rows[1].loss.is_nan() && rows[1].relation_acc == 0.5);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
