@@ -7,20 +7,13 @@ use super::{MetricRow, ReportError};
 use crate::eval::results::CSV_COLUMNS;
 use crate::eval::{Protocol, ResultRow};
 
-/// Columns [`read_results_csv`] requires (the evaluation module's [`CSV_COLUMNS`] without
-/// `varied_key`, `varied_value` and `timestamp`, which may be missing).
-const REQUIRED: [&str; 10] = [
-    "run",
-    "arm",
-    "seed",
-    "dataset",
-    "backbone",
-    "protocol",
-    "metric",
-    "probe_patches",
-    "value",
-    "epochs",
-];
+/// Columns [`read_results_csv`] accepts missing (they read as `None`): the last columns of the
+/// evaluation module's [`CSV_COLUMNS`].
+const OPTIONAL: [&str; 3] = ["varied_key", "varied_value", "timestamp"];
+
+/// Columns [`read_results_csv`] requires: [`CSV_COLUMNS`] without the trailing [`OPTIONAL`] ones,
+/// derived so that a column added to the evaluation module is required here too.
+const REQUIRED: &[&str] = CSV_COLUMNS.split_at(CSV_COLUMNS.len() - OPTIONAL.len()).0;
 
 /// Writes `rows` to `path` as a fresh results CSV: the evaluation module's header
 /// ([`CSV_COLUMNS`]) and one [`ResultRow::to_csv_line`] per row, the format
@@ -67,7 +60,7 @@ pub fn read_results_csv(path: &Path) -> Result<Vec<ResultRow>, ReportError> {
         .enumerate()
         .map(|(i, h)| (h.trim(), i))
         .collect();
-    for required in REQUIRED {
+    for &required in REQUIRED {
         if !index.contains_key(required) {
             return Err(ReportError::Parse {
                 path: path.to_path_buf(),
@@ -283,5 +276,42 @@ mod tests {
             let recs = parse_csv(&format!("{},end\n", quote(s))).unwrap();
             assert_eq!(recs[0].1, vec![s.to_string(), "end".to_string()]);
         }
+    }
+
+    #[test]
+    fn csv_columns_are_required_then_optional() {
+        assert_eq!([REQUIRED, &OPTIONAL].concat(), CSV_COLUMNS);
+    }
+
+    /// Dropping any one column of [`CSV_COLUMNS`] from the header: a required column is an error
+    /// naming it, an optional one reads as `None`.
+    #[test]
+    fn each_required_column_is_checked_and_optional_ones_may_be_missing() {
+        let dir = std::env::temp_dir().join(format!("sr-csv-cols-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("results.csv");
+        let value = |c: &'static str| match c {
+            "seed" | "probe_patches" => "1",
+            "protocol" => "linear",
+            "value" => "0.5",
+            "epochs" => "10",
+            "timestamp" => "2026-01-01T00:00:00Z",
+            other => other,
+        };
+        for drop in CSV_COLUMNS {
+            let cols: Vec<&str> = CSV_COLUMNS.into_iter().filter(|&c| c != drop).collect();
+            let vals: Vec<&str> = cols.iter().map(|&c| value(c)).collect();
+            std::fs::write(&path, format!("{}\n{}\n", cols.join(","), vals.join(","))).unwrap();
+            let got = read_results_csv(&path);
+            if OPTIONAL.contains(&drop) {
+                let rows = got.unwrap_or_else(|e| panic!("without `{drop}`: {e}"));
+                assert_eq!(rows.len(), 1);
+                assert_eq!(rows[0].value, 0.5);
+            } else {
+                let e = got.expect_err(drop).to_string();
+                assert!(e.contains(&format!("missing column `{drop}`")), "{e}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
