@@ -386,6 +386,10 @@ pub enum ConfigError {
     ImageSizeTooLarge { size: usize, max: usize },
     #[error("data.train_size = {0}: must be at least 2")]
     TrainSize(usize),
+    #[error(
+        "data.train_size = {size}: at most {max} (synthetic images are generated in memory, 3 KiB each)"
+    )]
+    TrainSizeTooLarge { size: usize, max: usize },
     #[error("data.test_size = {0}: must be at least 1")]
     TestSize(usize),
     #[error("method.views = {0}: K must be at least 2")]
@@ -512,6 +516,12 @@ pub fn max_non_overlapping(image: usize, patch: usize) -> usize {
 /// 4096 is 40× the largest dataset side).
 pub const MAX_IMAGE_SIZE: usize = 4096;
 
+/// The largest synthetic `data.train_size` accepted: 100× the largest real training split
+/// (100,000 images: STL-10 unlabeled, Tiny ImageNet), 31 GB of 32×32 RGB pixels. A larger value
+/// is most likely a typo, and a huge one made the generator's allocation fail: an abort, not an
+/// error naming the field.
+pub const MAX_TRAIN_SIZE: usize = 10_000_000;
+
 const PROBE_N: [usize; 6] = [0, 1, 3, 5, 7, 9];
 
 impl Config {
@@ -603,6 +613,12 @@ impl Config {
         if d.dataset == DatasetKind::Synthetic {
             if d.train_size < 2 {
                 return Err(ConfigError::TrainSize(d.train_size));
+            }
+            if d.train_size > MAX_TRAIN_SIZE {
+                return Err(ConfigError::TrainSizeTooLarge {
+                    size: d.train_size,
+                    max: MAX_TRAIN_SIZE,
+                });
             }
             if d.test_size < 1 {
                 return Err(ConfigError::TestSize(d.test_size));
@@ -836,6 +852,27 @@ mod tests {
         assert!(matches!(
             err(&["data.dataset=synthetic", "data.train_size=1"]),
             E::TrainSize(1)
+        ));
+        // A typo such as 5_000_000_000 would ask the generator for 15 TB and abort.
+        assert!(matches!(
+            err(&["data.dataset=synthetic", "data.train_size=5000000000"]),
+            E::TrainSizeTooLarge {
+                size: 5_000_000_000,
+                max: MAX_TRAIN_SIZE
+            }
+        ));
+        let at_max = format!("data.train_size={MAX_TRAIN_SIZE}");
+        let over = format!("data.train_size={}", MAX_TRAIN_SIZE + 1);
+        let synth = |set: &str| {
+            valid()
+                .apply_overrides(&["data.dataset=synthetic", set])
+                .unwrap()
+                .check()
+        };
+        assert!(synth(&at_max).is_ok());
+        assert!(matches!(
+            synth(&over).unwrap_err(),
+            E::TrainSizeTooLarge { .. }
         ));
         assert!(matches!(
             err(&["data.dataset=synthetic", "data.test_size=0"]),
