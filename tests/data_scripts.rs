@@ -175,7 +175,7 @@ fn build_archives(tmp: &Path) -> PathBuf {
     .enumerate()
     {
         let rec: Vec<u8> = std::iter::once(k as u8)
-            .chain(std::iter::repeat(k as u8).take(3072))
+            .chain(std::iter::repeat_n(k as u8, 3072))
             .collect();
         write(
             &c10.join(format!("{name}.bin")),

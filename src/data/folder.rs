@@ -122,7 +122,7 @@ pub fn load_image_folder(
                 detail: "class folder holds no .png/.jpg/.jpeg images".into(),
             });
         }
-        labels.extend(std::iter::repeat(label as u16).take(imgs.len()));
+        labels.extend(std::iter::repeat_n(label as u16, imgs.len()));
         files.extend(imgs);
         class_names.push(
             dir.file_name()
@@ -201,7 +201,7 @@ pub fn load_tiny_imagenet(
                         detail: format!("{} images, expected 500", imgs.len()),
                     });
                 }
-                labels.extend(std::iter::repeat(label as u16).take(imgs.len()));
+                labels.extend(std::iter::repeat_n(label as u16, imgs.len()));
                 files.extend(imgs);
             }
             (files, labels)

@@ -137,7 +137,7 @@ impl KnnIndex {
                 format!("{}: must be finite and > 0", cfg.temperature),
             ));
         }
-        if queries.len() % self.dim != 0 {
+        if !queries.len().is_multiple_of(self.dim) {
             return Err(EvalError::invalid(
                 "kNN queries",
                 format!(

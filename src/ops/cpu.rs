@@ -12,6 +12,7 @@
 //! copy they need and read the output gradient in place: it is moved out of the gradient map,
 //! never copied, and freed when the closure is done (see [`take_grad!`]).
 
+use super::direct::{self, Pad};
 use super::{out_size, Act, BnMode, BnParams, ConvWeight, Pooled, BN_EPS, BN_MOMENTUM};
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -20,30 +21,53 @@ use std::cell::RefCell;
 type Err = <Cpu as HasErr>::Err;
 
 thread_local! {
-    static SCRATCH_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    static SCRATCH_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: [RefCell<Vec<f32>>; 4] = const {
+        [
+            RefCell::new(Vec::new()),
+            RefCell::new(Vec::new()),
+            RefCell::new(Vec::new()),
+            RefCell::new(Vec::new()),
+        ]
+    };
+}
+
+/// Runs `f` with this thread's scratch buffer number `i` (0..4) of length `len` (contents
+/// unspecified).
+fn with_scratch<R>(i: usize, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s[i].borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
 }
 
 /// Runs `f` with this thread's scratch buffer `A` of length `len` (contents unspecified).
 fn with_scratch_a<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH_A.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < len {
-            s.resize(len, 0.0);
-        }
-        f(&mut s[..len])
-    })
+    with_scratch(0, len, f)
 }
 
 /// Runs `f` with this thread's scratch buffer `B` of length `len` (contents unspecified).
 fn with_scratch_b<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH_B.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < len {
-            s.resize(len, 0.0);
-        }
-        f(&mut s[..len])
-    })
+    with_scratch(1, len, f)
+}
+
+static DIRECT_CONV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the direct 3×3 convolution kernel ([`super::direct`]) on or off for this process (on
+/// by default where the CPU has AVX-512F; off, every convolution takes the im2col + gemm path).
+/// For benchmarks and tests that compare the two.
+pub fn set_direct_conv(on: bool) {
+    DIRECT_CONV.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a convolution of this geometry takes the direct kernel.
+fn use_direct(g: &Geo) -> bool {
+    g.k == 3
+        && is_same(g)
+        && DIRECT_CONV.load(std::sync::atomic::Ordering::Relaxed)
+        && super::direct::available()
 }
 
 /// Keeps glibc from returning freed activation buffers to the OS: every step allocates and
@@ -207,13 +231,22 @@ impl Geo {
 /// rows)`; the columns that wrapped around a row edge must be zeroed separately.
 #[inline]
 fn same_shift(g: &Geo, ky: usize, kx: usize) -> (usize, usize, isize, usize, usize) {
+    // Clamped so that images smaller than the kernel's reach (a 1×1 image: every tap but the
+    // centre is padding) give empty ranges instead of out-of-range or wrapped indices.
+    let (h, plane) = (g.h as isize, (g.h * g.w) as isize);
     let (dy, dx) = (ky as isize - g.p as isize, kx as isize - g.p as isize);
-    let oy_lo = (-dy).max(0) as usize;
-    let oy_hi = (g.h as isize - dy).min(g.h as isize) as usize;
+    let oy_lo = (-dy).clamp(0, h);
+    let oy_hi = (h - dy).clamp(oy_lo, h);
     let off = dy * g.w as isize + dx;
-    let js = ((oy_lo * g.w) as isize).max(-off) as usize;
-    let je = ((oy_hi * g.w) as isize).min((g.h * g.w) as isize - off) as usize;
-    (js, je, off, oy_lo, oy_hi)
+    let js = (oy_lo * g.w as isize).max(-off).clamp(0, plane);
+    let je = (oy_hi * g.w as isize).min(plane - off).clamp(js, plane);
+    (
+        js as usize,
+        je as usize,
+        off,
+        oy_lo as usize,
+        oy_hi as usize,
+    )
 }
 
 /// Zeroes, in rows `[oy_lo, oy_hi)` of a "same" column row, the columns whose input column
@@ -249,8 +282,10 @@ fn im2col(g: &Geo, x: &[f32], cols: &mut [f32]) {
                     let (js, je, off, oy_lo, oy_hi) = same_shift(g, ky, kx);
                     row[..js].fill(0.0);
                     row[je..].fill(0.0);
-                    let s0 = (js as isize + off) as usize;
-                    row[js..je].copy_from_slice(&xc[s0..s0 + (je - js)]);
+                    if je > js {
+                        let s0 = (js as isize + off) as usize;
+                        row[js..je].copy_from_slice(&xc[s0..s0 + (je - js)]);
+                    }
                     zero_wrapped(g, row, kx, oy_lo, oy_hi);
                 }
             }
@@ -300,9 +335,11 @@ fn col2im_add(g: &Geo, cols: &mut [f32], dx: &mut [f32]) {
                     let row = &mut cols[((c * g.k + ky) * g.k + kx) * opl..][..opl];
                     let (js, je, off, oy_lo, oy_hi) = same_shift(g, ky, kx);
                     zero_wrapped(g, row, kx, oy_lo, oy_hi);
-                    let s0 = (js as isize + off) as usize;
-                    for (d, s) in dxc[s0..s0 + (je - js)].iter_mut().zip(&row[js..je]) {
-                        *d += *s;
+                    if je > js {
+                        let s0 = (js as isize + off) as usize;
+                        for (d, s) in dxc[s0..s0 + (je - js)].iter_mut().zip(&row[js..je]) {
+                            *d += *s;
+                        }
                     }
                 }
             }
@@ -364,9 +401,28 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
     let xv = host(&x);
     let wv = host(w);
     let (ckk, opl, iml) = (g.ckk(), g.out_plane(), g.in_image());
+    // The direct kernel for 3×3 "same" convolutions (weights packed once per call: forward,
+    // and flipped/transposed for the input gradient); im2col + gemm otherwise.
+    let direct = use_direct(&g).then(|| {
+        (
+            Pad::new(h, wd),
+            direct::pack_weights(&wv, O, I, false),
+            direct::pack_weights(&wv, O, I, true),
+        )
+    });
     let mut yv = vec![0.0f32; b * O * opl];
     yv.par_chunks_mut(O * opl).enumerate().for_each(|(n, y_n)| {
         let x_n = &xv[n * iml..][..iml];
+        if let Some((pad, wf, _)) = &direct {
+            with_scratch(2, I * pad.plane, |xp| {
+                with_scratch(3, direct::ceil_ob(O) * pad.out, |yp| {
+                    direct::pad_into(pad, I, x_n, xp);
+                    direct::conv3x3(pad, I, O, xp, wf, yp);
+                    direct::unpad_into(pad, O, yp, y_n);
+                })
+            });
+            return;
+        }
         with_scratch_a(ckk * opl, |cols| {
             im2col(&g, x_n, cols);
             // y_nᵀ (opl × O) = colsᵀ (opl × ckk) · Wᵀ (ckk × O); y_nᵀ[i][o] = y_n[o·opl + i]
@@ -401,6 +457,32 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                     {
                         let n = c * CHUNK + j;
                         let x_n = &xv[n * iml..][..iml];
+                        if let Some((pad, _, wb)) = &direct {
+                            // dWᵀ (ckk × O) += cols (ckk × opl) · gy_nᵀ (opl × O): im2col +
+                            // gemm (a direct AVX-512 tap-reduction kernel ran the step at
+                            // 0.9×: 11 loads per 18 FMAs)
+                            with_scratch_a(ckk * opl, |cols| {
+                                im2col(&g, x_n, cols);
+                                unsafe {
+                                    matmul(
+                                        (ckk, O, opl),
+                                        view(dwt.as_mut_ptr(), O, 1),
+                                        true,
+                                        view(cols.as_ptr(), opl, 1),
+                                        view(gy_n.as_ptr(), 1, opl),
+                                    )
+                                }
+                            });
+                            // dx = the same convolution of gy, weights flipped, transposed
+                            with_scratch(2, O * pad.plane, |gyp| {
+                                with_scratch(3, direct::ceil_ob(I) * pad.out, |gxp| {
+                                    direct::pad_into(pad, O, gy_n, gyp);
+                                    direct::conv3x3(pad, O, I, gyp, wb, gxp);
+                                    direct::unpad_add(pad, I, gxp, gx_n);
+                                })
+                            });
+                            continue;
+                        }
                         with_scratch_a(ckk * opl, |cols| {
                             with_scratch_b(ckk * opl, |dcols| {
                                 im2col(&g, x_n, cols);

@@ -34,6 +34,7 @@
 //! least the kernel/window size after padding, so every output has at least one pixel.
 
 pub mod cpu;
+pub mod direct;
 pub mod generic;
 
 use dfdx::prelude::*;
