@@ -1,10 +1,12 @@
 //! Fast CPU path: hand-written kernels registered on dfdx's tape.
 //!
-//! - conv2d: im2col into a thread-local scratch buffer, then one `gemm` call per image
-//!   (single-threaded gemm; rayon runs images in parallel). Backward recomputes im2col, accumulates
-//!   the weight gradient per rayon task and reduces, and scatters the column gradient (col2im).
-//! - batch-norm: per-channel statistics in f64 (two passes, rayon over channels), one fused
-//!   normalise-scale-shift(-ReLU) pass over planes; backward in two fused passes.
+//! - conv2d: 3×3 "same" convolutions on an AVX-512 CPU run the [`super::direct`] kernel for the
+//!   output and the input gradient; otherwise im2col into a thread-local scratch buffer, then one
+//!   `gemm` call per image (single-threaded gemm; rayon runs images in parallel). The weight
+//!   gradient is im2col + gemm on both routes, accumulated per fixed chunk of images and reduced
+//!   in chunk order; the im2col route scatters the column gradient back (col2im).
+//! - batch-norm: per-channel statistics in f64 (one pass over memory, rayon over channels), one
+//!   fused normalise-scale-shift(-ReLU) pass over planes; backward in two fused passes.
 //! - pooling: direct loops, rayon over planes.
 //!
 //! Every op copies its input to the host once (`copy_into`, a memcpy; dfdx keeps `Tensor::data`

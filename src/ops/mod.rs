@@ -3,9 +3,10 @@
 //! dfdx 0.13 on stable Rust has no 2-D convolution or pooling, and its `BatchNorm2D` is ten
 //! unfused ops. The ops here fill that gap. Each has two implementations:
 //!
-//! - [`cpu`]: a fast path for [`Cpu`] (im2col + the `gemm` crate's AVX-512/AVX2 kernels, rayon
-//!   over the batch or over channel planes, thread-local scratch buffers), registered on the tape
-//!   with `Tape::add_backward_op`;
+//! - [`cpu`]: a fast path for [`Cpu`] (3×3 "same" convolutions through the [`direct`] AVX-512
+//!   kernel where the CPU has it, other convolutions through im2col + the `gemm` crate's
+//!   AVX-512/AVX2 kernels; rayon over the batch or over channel planes, thread-local scratch
+//!   buffers), registered on the tape with `Tape::add_backward_op`;
 //! - [`generic`]: the same maths composed of dfdx's own ops (gather + matmul for conv,
 //!   reductions + broadcasts for batch-norm), so it runs on any dfdx device, CUDA included.
 //!
