@@ -459,22 +459,24 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                     {
                         let n = c * CHUNK + j;
                         let x_n = &xv[n * iml..][..iml];
+                        with_scratch_a(ckk * opl, |cols| {
+                            im2col(&g, x_n, cols);
+                            // dWᵀ (ckk × O) += cols (ckk × opl) · gy_nᵀ (opl × O), on both
+                            // routes. (Stored row-major, gemm transposes it to m = O; stored
+                            // column-major, i.e. as dW, the step ran at 0.68×; dW = gy_n · colsᵀ
+                            // row-major was ~30× slower in gemm 0.19; two direct AVX-512
+                            // kernels were slower too, see BENCHMARKS.md.)
+                            unsafe {
+                                matmul(
+                                    (ckk, O, opl),
+                                    view(dwt.as_mut_ptr(), O, 1),
+                                    true,
+                                    view(cols.as_ptr(), opl, 1),
+                                    view(gy_n.as_ptr(), 1, opl),
+                                )
+                            }
+                        });
                         if let Some((pad, _, wb)) = &direct {
-                            // dWᵀ (ckk × O) += cols (ckk × opl) · gy_nᵀ (opl × O): im2col +
-                            // gemm (a direct AVX-512 tap-reduction kernel ran the step at
-                            // 0.9×: 11 loads per 18 FMAs)
-                            with_scratch_a(ckk * opl, |cols| {
-                                im2col(&g, x_n, cols);
-                                unsafe {
-                                    matmul(
-                                        (ckk, O, opl),
-                                        view(dwt.as_mut_ptr(), O, 1),
-                                        true,
-                                        view(cols.as_ptr(), opl, 1),
-                                        view(gy_n.as_ptr(), 1, opl),
-                                    )
-                                }
-                            });
                             // dx = the same convolution of gy, weights flipped, transposed
                             with_scratch(2, O * pad.plane, |gyp| {
                                 with_scratch(3, direct::ceil_ob(I) * pad.out, |gxp| {
@@ -483,35 +485,21 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                                     direct::unpad_add(pad, I, gxp, gx_n);
                                 })
                             });
-                            continue;
-                        }
-                        with_scratch_a(ckk * opl, |cols| {
+                        } else {
                             with_scratch_b(ckk * opl, |dcols| {
-                                im2col(&g, x_n, cols);
+                                // dcolsᵀ (opl × ckk) = gy_nᵀ (opl × O) · W (O × ckk)
                                 unsafe {
-                                    // dWᵀ (ckk × O) += cols (ckk × opl) · gy_nᵀ (opl × O).
-                                    // (Stored row-major, gemm transposes it to m = O; stored
-                                    // column-major, i.e. as dW, the step ran at 0.68×; and
-                                    // dW = gy_n · colsᵀ row-major was ~30× slower in gemm 0.19.)
-                                    matmul(
-                                        (ckk, O, opl),
-                                        view(dwt.as_mut_ptr(), O, 1),
-                                        true,
-                                        view(cols.as_ptr(), opl, 1),
-                                        view(gy_n.as_ptr(), 1, opl),
-                                    );
-                                    // dcolsᵀ (opl × ckk) = gy_nᵀ (opl × O) · W (O × ckk)
                                     matmul(
                                         (opl, ckk, O),
                                         view(dcols.as_mut_ptr(), 1, opl),
                                         false,
                                         view(gy_n.as_ptr(), 1, opl),
                                         view(wv.as_ptr(), ckk, 1),
-                                    );
+                                    )
                                 }
                                 col2im_add(&g, dcols, gx_n);
-                            })
-                        });
+                            });
+                        }
                     }
                     dwt
                 })
