@@ -392,6 +392,10 @@ pub enum ConfigError {
     TrainSizeTooLarge { size: usize, max: usize },
     #[error("data.test_size = {0}: must be at least 1")]
     TestSize(usize),
+    #[error(
+        "data.test_size = {size}: at most {max} (synthetic images are generated in memory, 3 KiB each)"
+    )]
+    TestSizeTooLarge { size: usize, max: usize },
     #[error("method.views = {0}: K must be at least 2")]
     Views(usize),
     #[error("method.patches = {0}: P must be 0 or at least 2 (pairs need two patches)")]
@@ -516,8 +520,9 @@ pub fn max_non_overlapping(image: usize, patch: usize) -> usize {
 /// 4096 is 40× the largest dataset side).
 pub const MAX_IMAGE_SIZE: usize = 4096;
 
-/// The largest synthetic `data.train_size` accepted: 100× the largest real training split
-/// (100,000 images: STL-10 unlabeled, Tiny ImageNet), 31 GB of 32×32 RGB pixels. A larger value
+/// The largest synthetic `data.train_size` (and `data.test_size`) accepted: 100× the largest
+/// real training split (100,000 images: STL-10 unlabeled, Tiny ImageNet), 31 GB of 32×32 RGB
+/// pixels. A larger value
 /// is most likely a typo, and a huge one made the generator's allocation fail: an abort, not an
 /// error naming the field.
 pub const MAX_TRAIN_SIZE: usize = 10_000_000;
@@ -622,6 +627,12 @@ impl Config {
             }
             if d.test_size < 1 {
                 return Err(ConfigError::TestSize(d.test_size));
+            }
+            if d.test_size > MAX_TRAIN_SIZE {
+                return Err(ConfigError::TestSizeTooLarge {
+                    size: d.test_size,
+                    max: MAX_TRAIN_SIZE,
+                });
             }
         }
         let m = &self.method;
@@ -873,6 +884,13 @@ mod tests {
         assert!(matches!(
             synth(&over).unwrap_err(),
             E::TrainSizeTooLarge { .. }
+        ));
+        assert!(matches!(
+            err(&["data.dataset=synthetic", "data.test_size=5000000000"]),
+            E::TestSizeTooLarge {
+                size: 5_000_000_000,
+                max: MAX_TRAIN_SIZE
+            }
         ));
         assert!(matches!(
             err(&["data.dataset=synthetic", "data.test_size=0"]),
