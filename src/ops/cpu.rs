@@ -380,6 +380,30 @@ fn col2im_add(g: &Geo, cols: &mut [f32], dx: &mut [f32]) {
     }
 }
 
+/// One image through the [`direct`] 3×3 kernel: `cin` planes of `input` are padded into scratch,
+/// convolved with the packed weights `packed` ([`direct::pack_weights`]) into scratch, and the
+/// `cout` valid output planes written to (`add = false`) or added into (`add = true`) `out`.
+fn direct_conv_image(
+    pad: &Pad,
+    (cin, cout): (usize, usize),
+    input: &[f32],
+    packed: &[f32],
+    out: &mut [f32],
+    add: bool,
+) {
+    with_scratch(2, cin * pad.plane, |xp| {
+        with_scratch(3, direct::ceil_ob(cout) * pad.out, |yp| {
+            direct::pad_into(pad, cin, input, xp);
+            direct::conv3x3(pad, cin, cout, xp, packed, yp);
+            if add {
+                direct::unpad_add(pad, cout, yp, out);
+            } else {
+                direct::unpad_into(pad, cout, yp, out);
+            }
+        })
+    });
+}
+
 /// Fast CPU [`super::OpsDevice::conv2d`].
 ///
 /// # Shapes
@@ -419,13 +443,7 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
     yv.par_chunks_mut(O * opl).enumerate().for_each(|(n, y_n)| {
         let x_n = &xv[n * iml..][..iml];
         if let Some((pad, wf, _)) = &direct {
-            with_scratch(2, I * pad.plane, |xp| {
-                with_scratch(3, direct::ceil_ob(O) * pad.out, |yp| {
-                    direct::pad_into(pad, I, x_n, xp);
-                    direct::conv3x3(pad, I, O, xp, wf, yp);
-                    direct::unpad_into(pad, O, yp, y_n);
-                })
-            });
+            direct_conv_image(pad, (I, O), x_n, wf, y_n, false);
             return;
         }
         with_scratch_a(ckk * opl, |cols| {
@@ -480,14 +498,8 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                             }
                         });
                         if let Some((pad, _, wb)) = &direct {
-                            // dx = the same convolution of gy, weights flipped, transposed
-                            with_scratch(2, O * pad.plane, |gyp| {
-                                with_scratch(3, direct::ceil_ob(I) * pad.out, |gxp| {
-                                    direct::pad_into(pad, O, gy_n, gyp);
-                                    direct::conv3x3(pad, O, I, gyp, wb, gxp);
-                                    direct::unpad_add(pad, I, gxp, gx_n);
-                                })
-                            });
+                            // dx += the same convolution of gy, weights flipped, transposed
+                            direct_conv_image(pad, (O, I), gy_n, wb, gx_n, true);
                         } else {
                             with_scratch_b(ckk * opl, |dcols| {
                                 // dcolsᵀ (opl × ckk) = gy_nᵀ (opl × O) · W (O × ckk)
