@@ -10,22 +10,11 @@
 //! `rest[1] % 7` stray bytes, so whole records with valid labels are reached often.
 #![no_main]
 
-use std::path::PathBuf;
+mod scratch;
 
 use libfuzzer_sys::fuzz_target;
 use spatial_reasoning::data::cifar::{self, Cifar100Labels};
 use spatial_reasoning::data::{Counts, Split};
-
-fn scratch() -> PathBuf {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let d = base.join(format!("sr-fuzz-cifar-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn structured(rest: &[u8], record_len: usize, label_bytes: usize) -> Vec<u8> {
     if rest.len() < 2 {
@@ -62,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, mut rest)) = data.split_first() else {
         return;
     };
-    let dir = scratch();
+    let dir = scratch::scratch("cifar", false);
     let which = mode & 3;
     let (batch_name, names_name, label_bytes) = match which {
         0 => ("test_batch.bin", "batches.meta.txt", 1),

@@ -7,29 +7,17 @@
 //! of `(byte 1 % 9, byte 1 / 9 % 9)`), then the file bytes.
 #![no_main]
 
-use std::path::PathBuf;
+mod scratch;
 
 use libfuzzer_sys::fuzz_target;
 use spatial_reasoning::data::folder;
-
-fn scratch() -> PathBuf {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let d = base.join(format!("sr-fuzz-image-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
     }
     let (mode, param, payload) = (data[0], data[1], &data[2..]);
-    let root = scratch();
+    let root = scratch::scratch("image", true);
     let ext = ["png", "jpg", "jpeg", "PNG"][(mode & 3) as usize];
     let files: Vec<&[u8]> = if mode & 4 != 0 {
         let k = param as usize * payload.len() / 256;

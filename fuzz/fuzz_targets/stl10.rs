@@ -10,29 +10,18 @@
 //! odd, y holds `images + payload[1] % 3 − 1` labels, mostly in 1..=10.
 #![no_main]
 
-use std::path::PathBuf;
+mod scratch;
 
 use libfuzzer_sys::fuzz_target;
 use spatial_reasoning::data::stl10::{self, IMAGE_BYTES};
 use spatial_reasoning::data::{Counts, Split};
-
-fn scratch() -> PathBuf {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let d = base.join(format!("sr-fuzz-stl10-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
         return;
     }
     let (mode, param, mut payload) = (data[0], data[1], &data[2..]);
-    let dir = scratch();
+    let dir = scratch::scratch("stl10", false);
     for f in [
         "train_X.bin",
         "train_y.bin",
