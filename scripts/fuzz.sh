@@ -12,7 +12,7 @@
 # 2 when cargo-fuzz is missing.
 #
 # Toolchain: cargo-fuzz passes nightly-only flags, and a nightly toolchain does not build dfdx
-# 0.13, so stable rustc is used with RUSTC_BOOTSTRAP=1. `--sanitizer none`: the crate is safe
+# 0.13, so stable rustc is used with RUSTC_BOOTSTRAP=1. `--sanitizer none`: the code under test (readers, config) is safe
 # Rust (the properties are "no panic", checked with debug assertions and overflow checks on,
 # which cargo-fuzz enables); AddressSanitizer would only slow the runs down.
 # Install once: cargo install cargo-fuzz --version 0.13.2 --locked   (needs a C++ compiler for
