@@ -6,7 +6,8 @@
 #   benches/compare.sh --backbone resnet32 --batch 64 --steps 10 --threads 2 --mode train
 #
 # Env: PYTHON (default /work/venv/bin/python, else python3), BIN (default target/release/spatial-reasoning),
-#      REPEAT (default 3).
+#      REPEAT (default 3), OURS / TORCH: extra arguments for one side only (e.g. OURS=--bf16 times
+#      our bf16 option against PyTorch's f32; `--bf16` in the arguments gives both sides bf16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x /work/venv/bin/python ] && echo /work/venv/bin/python || echo python3 )}
@@ -18,15 +19,18 @@ echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-3 /proc/loadavg) args: $*"
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 out=$(mktemp)
 for _ in $(seq "$REPEAT"); do
-  "$BIN" bench "$@" --json | tee -a "$out"
-  "$PYTHON" benches/torch_twin.py "$@" --json | tee -a "$out"
+  # shellcheck disable=SC2086 # OURS/TORCH are word lists
+  "$BIN" bench "$@" ${OURS:-} --json | tee -a "$out"
+  # shellcheck disable=SC2086
+  "$PYTHON" benches/torch_twin.py "$@" ${TORCH:-} --json | tee -a "$out"
 done
 "$PYTHON" - "$out" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 med = {k: statistics.median(r["img_per_s"] for r in rows if r["impl"] == k) for k in ("dfdx", "torch")}
 r = rows[0]
+prec = {k: next(x.get("precision", "f32") for x in rows if x["impl"] == k) for k in ("dfdx", "torch")}
 print(f"{r['backbone']} {r['mode']} batch {r['batch']} size {r['size']} threads {r['threads']}: "
-      f"dfdx {med['dfdx']:.1f} img/s, torch {med['torch']:.1f} img/s, ratio {med['dfdx'] / med['torch']:.2f}")
+      f"dfdx {prec['dfdx']} {med['dfdx']:.1f} img/s, torch {prec['torch']} {med['torch']:.1f} img/s, ratio {med['dfdx'] / med['torch']:.2f}")
 PY
 rm -f "$out"

@@ -85,6 +85,9 @@ def main():
     p.add_argument("--json", action="store_true")
     # cuda: the twin of `spatial-reasoning bench` built with `--features cuda` (fp32, TF32 off).
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    # bf16: autocast to bfloat16 (oneDNN's bf16 convolutions, f32 weights and optimiser), the
+    # PyTorch counterpart of `spatial-reasoning bench --bf16`.
+    p.add_argument("--bf16", action="store_true")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -102,13 +105,14 @@ def main():
         t = time.perf_counter()
         if a.mode == "train":
             model.train()
-            loss = model(x).square().mean()
+            with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.bf16):
+                loss = model(x).float().square().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         else:
             model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.bf16):
                 model(x)
         sync()  # CUDA runs the step asynchronously
         if step >= a.warmup:
@@ -117,10 +121,11 @@ def main():
     if a.json:
         print(json.dumps({"impl": "torch", "device": a.device, "backbone": a.backbone, "batch": a.batch, "mode": a.mode,
                           "threads": torch.get_num_threads(), "size": a.size, "steps": a.steps,
-                          "img_per_s": ips, "params": n_params}))
+                          "img_per_s": ips, "params": n_params,
+                          "precision": "bf16" if a.bf16 else "f32"}))
     else:
-        print(f"{a.backbone} {a.mode} batch {a.batch} size {a.size} threads {torch.get_num_threads()}: "
-              f"{ips:.1f} img/s (torch {torch.__version__}, {n_params} params)")
+        print(f"{a.backbone} {a.mode} batch {a.batch} size {a.size} threads {torch.get_num_threads()}"
+              f"{' bf16' if a.bf16 else ''}: {ips:.1f} img/s (torch {torch.__version__}, {n_params} params)")
 
 
 if __name__ == "__main__":

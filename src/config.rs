@@ -287,6 +287,10 @@ pub struct TrainConfig {
     pub nonfinite: NonFinitePolicy,
     /// Stop after this many steps in total (0 = no limit); for smoke runs.
     pub max_steps: usize,
+    /// Arithmetic of the convolutions while training (pretraining and the supervised arm):
+    /// `"f32"` (default) or `"bf16"` (bf16 operands, f32 accumulation, f32 weights; CPU only).
+    /// Feature extraction and the probes always run in f32.
+    pub precision: crate::ops::Precision,
 }
 
 impl Default for TrainConfig {
@@ -300,6 +304,7 @@ impl Default for TrainConfig {
             threads: 0,
             nonfinite: NonFinitePolicy::Stop,
             max_steps: 0,
+            precision: crate::ops::Precision::F32,
         }
     }
 }
@@ -823,6 +828,20 @@ mod tests {
         assert!(e.to_string().contains("nosection"), "{e}");
         let e = Config::from_toml_str("[train]\nepoch = 3\n").unwrap_err();
         assert!(e.to_string().contains("epoch"), "{e}");
+    }
+
+    #[test]
+    fn precision_parses_and_rejects_unknown_values() {
+        assert_eq!(valid().train.precision, crate::ops::Precision::F32);
+        let c = Config::from_toml_str("[train]\nprecision = \"bf16\"\n").unwrap();
+        assert_eq!(c.train.precision, crate::ops::Precision::Bf16);
+        let c = valid().apply_overrides(&["train.precision=bf16"]).unwrap();
+        assert_eq!(c.train.precision, crate::ops::Precision::Bf16);
+        let e = valid()
+            .apply_overrides(&["train.precision=fp8"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fp8") && e.contains("bf16"), "{e}");
     }
 
     #[test]

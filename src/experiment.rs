@@ -325,6 +325,8 @@ pub fn evaluate_source(
                         max_steps: cfg.train.max_steps,
                         ..Default::default()
                     };
+                    let precision = crate::ops::scoped_precision(cfg.train.precision)
+                        .map_err(TrainError::from)?;
                     let report = eval::train_supervised(
                         &mut backbone,
                         dev,
@@ -333,6 +335,7 @@ pub fn evaluate_source(
                         &sup,
                         &mut |_| {},
                     )?;
+                    drop(precision);
                     progress(JobProgress::Eval(format!(
                         "supervised: {} epochs, final train acc {:.1}%",
                         report.epochs,

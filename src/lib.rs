@@ -24,6 +24,8 @@ pub mod report;
 pub mod rng;
 pub mod train;
 
+pub use ops::{precision, set_precision, Precision};
+
 /// The CPU device.
 pub type Cpu = dfdx::prelude::Cpu;
 

@@ -5,6 +5,9 @@
 //!   `gemm` call per image (single-threaded gemm; rayon runs images in parallel). The weight
 //!   gradient is im2col + gemm on both routes, accumulated per fixed chunk of images and reduced
 //!   in chunk order; the im2col route scatters the column gradient back (col2im).
+//! - conv2d with [`super::Precision::Bf16`]: the same routes on bf16 operands — the direct
+//!   kernel on planes of channel pairs, im2col + [`super::bf16::matmul`] otherwise; the weight
+//!   gradient's column matrix is built from the image rounded once (bf16 bits, no f32 copy).
 //! - batch-norm: per-channel statistics in f64 (one pass over memory, rayon over channels), one
 //!   fused normalise-scale-shift(-ReLU) pass over planes; backward in two fused passes.
 //! - pooling: direct loops, rayon over planes.
@@ -14,6 +17,7 @@
 //! copy they need and read the output gradient in place: it is moved out of the gradient map,
 //! never copied, and freed when the closure is done (see [`take_grad!`]).
 
+use super::bf16::{self, Mat, PackedB};
 use super::direct::{self, Pad};
 use super::{out_size, Act, BnMode, BnParams, ConvWeight, Pooled, BN_EPS, BN_MOMENTUM};
 use dfdx::prelude::*;
@@ -31,6 +35,11 @@ thread_local! {
             RefCell::new(Vec::new()),
         ]
     };
+}
+
+thread_local! {
+    /// The bf16 weight gradient's broadcast operand (an image's im2col matrix), reused.
+    static BF16_COLS: RefCell<PackedB> = RefCell::new(PackedB::default());
 }
 
 /// Runs `f` with this thread's scratch buffer number `i` (0..4) of length `len` (contents
@@ -64,12 +73,33 @@ pub fn set_direct_conv(on: bool) {
     DIRECT_CONV.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether a convolution of this geometry takes the direct kernel.
-fn use_direct(g: &Geo) -> bool {
+static CONV_BF16: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns bf16 convolution products on or off for this process (off by default; the public
+/// switch is [`super::set_precision`]). On: the output, the input gradient and the weight
+/// gradient of every convolution are computed from bf16-rounded operands with f32 accumulation
+/// (3×3 "same": the direct kernel on channel pairs; otherwise im2col + [`super::bf16::matmul`];
+/// the weight gradient always the latter). Weights, activations, batch-norm and the optimiser
+/// stay f32.
+pub fn set_conv_bf16(on: bool) {
+    CONV_BF16.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether convolutions run their GEMMs in bf16 ([`set_conv_bf16`]).
+pub fn conv_bf16() -> bool {
+    CONV_BF16.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether a convolution of this geometry takes the direct kernel (f32, or bf16 pairs).
+fn use_direct(g: &Geo, bf16: bool) -> bool {
     g.k == 3
         && is_same(g)
         && DIRECT_CONV.load(std::sync::atomic::Ordering::Relaxed)
-        && super::direct::available()
+        && if bf16 {
+            super::direct::available_bf16()
+        } else {
+            super::direct::available()
+        }
 }
 
 /// Keeps glibc from returning freed activation buffers to the OS: every step allocates and
@@ -257,7 +287,7 @@ fn same_shift(g: &Geo, ky: usize, kx: usize) -> (usize, usize, isize, usize, usi
 /// Zeroes, in rows `[oy_lo, oy_hi)` of a "same" column row, the columns whose input column
 /// `ox + kx − p` lies outside the image.
 #[inline]
-fn zero_wrapped(g: &Geo, row: &mut [f32], kx: usize, oy_lo: usize, oy_hi: usize) {
+fn zero_wrapped<T: Copy + Default>(g: &Geo, row: &mut [T], kx: usize, oy_lo: usize, oy_hi: usize) {
     let (lo, hi) = g.valid_cols(kx);
     if lo == 0 && hi == g.w {
         return;
@@ -265,7 +295,7 @@ fn zero_wrapped(g: &Geo, row: &mut [f32], kx: usize, oy_lo: usize, oy_hi: usize)
     for oy in oy_lo..oy_hi {
         let base = oy * g.w;
         for j in (0..lo).chain(hi..g.w) {
-            row[base + j] = 0.0;
+            row[base + j] = T::default();
         }
     }
 }
@@ -275,18 +305,22 @@ fn is_same(g: &Geo) -> bool {
 }
 
 /// `cols[(c·k + ky)·k + kx][oy·wo + ox] = x[c][oy·s + ky − p][ox·s + kx − p]` (0 outside).
-fn im2col(g: &Geo, x: &[f32], cols: &mut [f32]) {
+///
+/// Rows are `ld ≥ wo·ho` elements apart (only their first `wo·ho` are written). Generic over the
+/// element: f32, or bf16 bits (`u16`) for the bf16 weight gradient.
+fn im2col<T: Copy + Default>(g: &Geo, x: &[T], cols: &mut [T], ld: usize) {
     let opl = g.out_plane();
+    let zero = T::default();
     if is_same(g) {
         let plane = g.h * g.w;
         for c in 0..g.c {
             let xc = &x[c * plane..][..plane];
             for ky in 0..g.k {
                 for kx in 0..g.k {
-                    let row = &mut cols[((c * g.k + ky) * g.k + kx) * opl..][..opl];
+                    let row = &mut cols[((c * g.k + ky) * g.k + kx) * ld..][..opl];
                     let (js, je, off, oy_lo, oy_hi) = same_shift(g, ky, kx);
-                    row[..js].fill(0.0);
-                    row[je..].fill(0.0);
+                    row[..js].fill(zero);
+                    row[je..].fill(zero);
                     if je > js {
                         let s0 = (js as isize + off) as usize;
                         row[js..je].copy_from_slice(&xc[s0..s0 + (je - js)]);
@@ -301,18 +335,18 @@ fn im2col(g: &Geo, x: &[f32], cols: &mut [f32]) {
         let xc = &x[c * g.h * g.w..][..g.h * g.w];
         for ky in 0..g.k {
             for kx in 0..g.k {
-                let row = &mut cols[((c * g.k + ky) * g.k + kx) * opl..][..opl];
+                let row = &mut cols[((c * g.k + ky) * g.k + kx) * ld..][..opl];
                 let (lo, hi) = g.valid_cols(kx);
                 for oy in 0..g.ho {
                     let dst = &mut row[oy * g.wo..][..g.wo];
                     let iy = (oy * g.s + ky) as isize - g.p as isize;
                     if iy < 0 || iy >= g.h as isize {
-                        dst.fill(0.0);
+                        dst.fill(zero);
                         continue;
                     }
                     let src = &xc[iy as usize * g.w..][..g.w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
+                    dst[..lo].fill(zero);
+                    dst[hi..].fill(zero);
                     if g.s == 1 {
                         let off = lo + kx - g.p;
                         dst[lo..hi].copy_from_slice(&src[off..off + (hi - lo)]);
@@ -381,20 +415,19 @@ fn col2im_add(g: &Geo, cols: &mut [f32], dx: &mut [f32]) {
 }
 
 /// One image through the [`direct`] 3×3 kernel: `cin` planes of `input` are padded into scratch,
-/// convolved with the packed weights `packed` ([`direct::pack_weights`]) into scratch, and the
-/// `cout` valid output planes written to (`add = false`) or added into (`add = true`) `out`.
+/// convolved with the packed weights `packed` (f32 or bf16 pairs) into scratch, and the `cout`
+/// valid output planes written to (`add = false`) or added into (`add = true`) `out`.
 fn direct_conv_image(
     pad: &Pad,
     (cin, cout): (usize, usize),
     input: &[f32],
-    packed: &[f32],
+    packed: &direct::Weights,
     out: &mut [f32],
     add: bool,
 ) {
-    with_scratch(2, cin * pad.plane, |xp| {
+    with_scratch(2, packed.planes(cin) * pad.plane, |xp| {
         with_scratch(3, direct::ceil_ob(cout) * pad.out, |yp| {
-            direct::pad_into(pad, cin, input, xp);
-            direct::conv3x3(pad, cin, cout, xp, packed, yp);
+            packed.conv(pad, (cin, cout), input, xp, yp);
             if add {
                 direct::unpad_add(pad, cout, yp, out);
             } else {
@@ -432,11 +465,21 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
     let (ckk, opl, iml) = (g.ckk(), g.out_plane(), g.in_image());
     // The direct kernel for 3×3 "same" convolutions (weights packed once per call: forward,
     // and flipped/transposed for the input gradient); im2col + gemm otherwise.
-    let direct = use_direct(&g).then(|| {
+    // Read once: the switch is global, and one call must not mix the two.
+    let bf16 = conv_bf16();
+    let direct = use_direct(&g, bf16).then(|| {
         (
             Pad::new(h, wd),
-            direct::pack_weights(&wv, O, I, false),
-            direct::pack_weights(&wv, O, I, true),
+            direct::Weights::pack(&wv, O, I, false, bf16),
+            direct::Weights::pack(&wv, O, I, true, bf16),
+        )
+    });
+    // bf16 GEMMs: weights packed once per call, for the forward product (B = Wᵀ, ckk × O) and
+    // the input gradient (B = W, O × ckk)
+    let packed = (bf16 && direct.is_none()).then(|| {
+        (
+            PackedB::new(ckk, O, Mat::new(&wv, 1, ckk)),
+            PackedB::new(O, ckk, Mat::new(&wv, ckk, 1)),
         )
     });
     let mut yv = vec![0.0f32; b * O * opl];
@@ -447,7 +490,12 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
             return;
         }
         with_scratch_a(ckk * opl, |cols| {
-            im2col(&g, x_n, cols);
+            im2col(&g, x_n, cols, opl);
+            if let Some((wt, _)) = &packed {
+                // y_n (opl × O, column-major) = colsᵀ (opl × ckk) · Wᵀ
+                bf16::matmul(opl, y_n, opl, false, Mat::new(cols, 1, opl), wt);
+                return;
+            }
             // y_nᵀ (opl × O) = colsᵀ (opl × ckk) · Wᵀ (ckk × O); y_nᵀ[i][o] = y_n[o·opl + i]
             unsafe {
                 matmul(
@@ -480,28 +528,49 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                     {
                         let n = c * CHUNK + j;
                         let x_n = &xv[n * iml..][..iml];
-                        with_scratch_a(ckk * opl, |cols| {
-                            im2col(&g, x_n, cols);
-                            // dWᵀ (ckk × O) += cols (ckk × opl) · gy_nᵀ (opl × O), on both
-                            // routes. (Stored row-major, gemm transposes it to m = O; stored
-                            // column-major, i.e. as dW, the step ran at 0.68×; dW = gy_n · colsᵀ
-                            // row-major was ~30× slower in gemm 0.19; two direct AVX-512
-                            // kernels were slower too, see BENCHMARKS.md.)
-                            unsafe {
-                                matmul(
-                                    (ckk, O, opl),
-                                    view(dwt.as_mut_ptr(), O, 1),
-                                    true,
-                                    view(cols.as_ptr(), opl, 1),
-                                    view(gy_n.as_ptr(), 1, opl),
-                                )
-                            }
-                        });
+                        if bf16 {
+                            // dWᵀ (ckk × O row-major = O × ckk column-major) += gy_n
+                            // (O × opl) · colsᵀ (opl × ckk); the image is rounded to bf16 once
+                            // and the column matrix built from it in place, as packed pairs
+                            BF16_COLS.with(|pb| {
+                                let mut pb = pb.borrow_mut();
+                                bf16::with_bf16(x_n, |x16| {
+                                    pb.fill_rows(opl, ckk, |rows, ld| im2col(&g, x16, rows, ld))
+                                });
+                                let a = Mat::new(gy_n, opl, 1);
+                                bf16::matmul(O, &mut dwt, O, true, a, &pb);
+                            });
+                        } else {
+                            with_scratch_a(ckk * opl, |cols| {
+                                im2col(&g, x_n, cols, opl);
+                                // dWᵀ (ckk × O) += cols (ckk × opl) · gy_nᵀ (opl × O), on both
+                                // routes. (Stored row-major, gemm transposes it to m = O; stored
+                                // column-major, i.e. as dW, the step ran at 0.68×; dW = gy_n · colsᵀ
+                                // row-major was ~30× slower in gemm 0.19; two direct AVX-512
+                                // kernels were slower too, see BENCHMARKS.md.)
+                                unsafe {
+                                    matmul(
+                                        (ckk, O, opl),
+                                        view(dwt.as_mut_ptr(), O, 1),
+                                        true,
+                                        view(cols.as_ptr(), opl, 1),
+                                        view(gy_n.as_ptr(), 1, opl),
+                                    )
+                                }
+                            });
+                        }
                         if let Some((pad, _, wb)) = &direct {
                             // dx += the same convolution of gy, weights flipped, transposed
                             direct_conv_image(pad, (O, I), gy_n, wb, gx_n, true);
                         } else {
                             with_scratch_b(ckk * opl, |dcols| {
+                                if let Some((_, wn)) = &packed {
+                                    // dcols (ckk × opl) = (gy_nᵀ (opl × O) · W)ᵀ
+                                    let a = Mat::new(gy_n, 1, opl);
+                                    bf16::matmul(opl, dcols, opl, false, a, wn);
+                                    col2im_add(&g, dcols, gx_n);
+                                    return;
+                                }
                                 // dcolsᵀ (opl × ckk) = gy_nᵀ (opl × O) · W (O × ckk)
                                 unsafe {
                                     matmul(

@@ -12,6 +12,10 @@
 //! same kernel on the padded output gradient with the weights flipped and transposed
 //! ([`pack_weights`] with `transpose = true`).
 //!
+//! bf16 ([`Weights::Bf16`], precision `bf16`): the same kernel with `vdpbf16ps` on planes that
+//! hold two input channels per pixel as a bf16 pair ([`pad_pairs_into`]), so each load and each
+//! weight broadcast carries two channels and the loop over input channels is half as long.
+//!
 //! Used by [`super::cpu::conv2d`] when the CPU has AVX-512F (checked at run time); the
 //! im2col + gemm path stays for other geometries and CPUs, and for comparison
 //! ([`super::cpu::set_direct_conv`]).
@@ -265,6 +269,203 @@ unsafe fn block(pad: &Pad, cin: usize, xp: &[f32], wb: &[f32], yb: &mut [f32], i
                 acc[0][j] = _mm512_fmadd_ps(x0, wv, acc[0][j]);
                 acc[1][j] = _mm512_fmadd_ps(x1, wv, acc[1][j]);
                 acc[2][j] = _mm512_fmadd_ps(x2, wv, acc[2][j]);
+            }
+        }
+    }
+    let ybase = yb.as_mut_ptr();
+    for (v, accv) in acc.iter().enumerate() {
+        for (j, a) in accv.iter().enumerate() {
+            _mm512_mask_storeu_ps(ybase.wrapping_add(j * n + i0 + 16 * v), m[v], *a);
+        }
+    }
+}
+
+/// Weights packed for one direction of the direct convolution: f32 ([`pack_weights`]) or bf16
+/// pairs of input channels ([`Weights::pack`] with `bf16 = true`), and the kernel that uses them.
+pub enum Weights {
+    F32(Vec<f32>),
+    /// `[block][cin pair q][tap][OB]`: `(w[.., 2q, tap], w[.., 2q + 1, tap])` as bf16 bits, the
+    /// even channel in the low half (zero past `cin`).
+    Bf16(Vec<u32>),
+}
+
+impl Weights {
+    /// Packs `w` `(O, C, 3, 3)` for the forward convolution (`transpose = false`) or the input
+    /// gradient (`transpose = true`), in f32 or as bf16 pairs.
+    pub fn pack(w: &[f32], o: usize, c: usize, transpose: bool, bf16: bool) -> Self {
+        let p = pack_weights(w, o, c, transpose);
+        if !bf16 {
+            return Weights::F32(p);
+        }
+        let (cin, cout) = if transpose { (o, c) } else { (c, o) };
+        let (blocks, cp) = (ceil_ob(cout) / OB, cin.div_ceil(2));
+        let mut q = vec![0u32; blocks * cp * 9 * OB];
+        for b in 0..blocks {
+            for ci in 0..cin {
+                for t in 0..9 {
+                    for j in 0..OB {
+                        let v = super::bf16::to_bf16(p[((b * cin + ci) * 9 + t) * OB + j]) as u32;
+                        q[((b * cp + ci / 2) * 9 + t) * OB + j] |= v << (16 * (ci % 2));
+                    }
+                }
+            }
+        }
+        Weights::Bf16(q)
+    }
+
+    /// Input planes the kernel reads for `cin` channels: `cin` f32 planes, or `⌈cin/2⌉` planes
+    /// of channel pairs.
+    pub fn planes(&self, cin: usize) -> usize {
+        match self {
+            Weights::F32(_) => cin,
+            Weights::Bf16(_) => cin.div_ceil(2),
+        }
+    }
+
+    /// Pads `cin` planes of `x` into `xp` ([`pad_into`], or [`pad_pairs_into`] for bf16), then
+    /// `yp = conv(xp)` ([`conv3x3`] or its bf16 twin).
+    pub fn conv(
+        &self,
+        pad: &Pad,
+        (cin, cout): (usize, usize),
+        x: &[f32],
+        xp: &mut [f32],
+        yp: &mut [f32],
+    ) {
+        match self {
+            Weights::F32(w) => {
+                pad_into(pad, cin, x, xp);
+                conv3x3(pad, cin, cout, xp, w, yp);
+            }
+            Weights::Bf16(w) => {
+                pad_pairs_into(pad, cin, x, xp);
+                conv3x3_bf16(pad, cin.div_ceil(2), cout, xp, w, yp);
+            }
+        }
+    }
+}
+
+/// Whether the bf16 direct kernel can run on this CPU.
+pub fn available_bf16() -> bool {
+    available() && super::bf16::available()
+}
+
+/// Like [`pad_into`], but each padded plane `q` holds channels `2q` and `2q + 1` as bf16 pairs
+/// (the bits of one `u32` per pixel, stored in the f32 buffer; the odd channel of an odd `c` is
+/// zero): `⌈c/2⌉ · pad.plane` elements of `xp`.
+pub fn pad_pairs_into(pad: &Pad, c: usize, x: &[f32], xp: &mut [f32]) {
+    assert!(x.len() >= c * pad.h * pad.w && xp.len() >= c.div_ceil(2) * pad.plane);
+    assert!(available_bf16(), "bf16 direct conv needs AVX-512 BF16");
+    // SAFETY: AVX-512 BF16 checked; lengths checked above.
+    unsafe { pad_pair_planes(pad, c, x, xp) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pad_pair_planes(pad: &Pad, c: usize, x: &[f32], xp: &mut [f32]) {
+    let (h, w, wp) = (pad.h, pad.w, pad.wp);
+    let hw = h * w;
+    for q in 0..c.div_ceil(2) {
+        let dst = &mut xp[q * pad.plane..][..pad.plane];
+        let lo_plane = &x[2 * q * hw..][..hw];
+        let hi_plane = (2 * q + 1 < c).then(|| &x[(2 * q + 1) * hw..][..hw]);
+        dst[..wp + 1].iter_mut().for_each(|v| *v = 0.0);
+        for iy in 0..h {
+            let row = (iy + 1) * wp + 1;
+            let d = dst[row..row + w].as_mut_ptr();
+            let lo = lo_plane[iy * w..][..w].as_ptr();
+            let hi = hi_plane.map(|p| p[iy * w..][..w].as_ptr());
+            let mut i = 0;
+            while i < w {
+                let m = lane_mask(i, w);
+                let a = _mm512_maskz_loadu_ps(m, lo.add(i));
+                let b = match hi {
+                    Some(hi) => _mm512_maskz_loadu_ps(m, hi.add(i)),
+                    None => _mm512_setzero_ps(),
+                };
+                let a: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(a));
+                let b: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(b));
+                let v = _mm512_or_si512(
+                    _mm512_cvtepu16_epi32(a),
+                    _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(b)),
+                );
+                _mm512_mask_storeu_epi32(d.add(i) as *mut i32, m, v);
+                i += 16;
+            }
+            dst[row + w] = 0.0;
+            dst[row + w + 1] = 0.0;
+        }
+        dst[(h + 1) * wp + 1..].iter_mut().for_each(|v| *v = 0.0);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn pad_pair_planes(_: &Pad, _: usize, _: &[f32], _: &mut [f32]) {
+    unreachable!("bf16 direct conv needs AVX-512 BF16")
+}
+
+/// [`conv3x3`] on channel-pair planes ([`pad_pairs_into`]) and [`Weights::Bf16`]: `cp` planes
+/// of pairs in, f32 out (`vdpbf16ps`: bf16 products, f32 sums).
+pub fn conv3x3_bf16(pad: &Pad, cp: usize, cout: usize, xp: &[f32], wpk: &[u32], yp: &mut [f32]) {
+    let blocks = ceil_ob(cout) / OB;
+    assert!(
+        xp.len() >= cp * pad.plane,
+        "direct conv: input buffer too short"
+    );
+    assert!(
+        wpk.len() >= blocks * cp * 9 * OB,
+        "direct conv: weights too short"
+    );
+    assert!(
+        yp.len() >= blocks * OB * pad.out,
+        "direct conv: output buffer too short"
+    );
+    assert!(available_bf16(), "bf16 direct conv needs AVX-512 BF16");
+    #[cfg(target_arch = "x86_64")]
+    for b in 0..blocks {
+        let wb = &wpk[b * cp * 9 * OB..][..cp * 9 * OB];
+        let yb = &mut yp[b * OB * pad.out..][..OB * pad.out];
+        let mut i0 = 0;
+        while i0 < pad.out {
+            // SAFETY: as in `conv3x3`: AVX-512 BF16 checked, every access masked to the range
+            // the asserts bound.
+            unsafe { block_bf16(pad, cp, xp, wb, yb, i0) };
+            i0 += NV * 16;
+        }
+    }
+}
+
+/// [`block`] with `vdpbf16ps`: each lane of an input load is a pair of channels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn block_bf16(pad: &Pad, cp: usize, xp: &[f32], wb: &[u32], yb: &mut [f32], i0: usize) {
+    let n = pad.out;
+    let m = [
+        lane_mask(i0, n),
+        lane_mask(i0 + 16, n),
+        lane_mask(i0 + 32, n),
+    ];
+    let mut acc = [[_mm512_setzero_ps(); OB]; NV];
+    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * pad.wp + t % 3);
+    let xbase = xp.as_ptr() as *const i32;
+    let wbase = wb.as_ptr();
+    for q in 0..cp {
+        let xc = xbase.wrapping_add(q * pad.plane + i0);
+        let wc = wbase.add(q * 9 * OB);
+        for (t, &off) in offs.iter().enumerate() {
+            let x: [__m512bh; NV] = std::array::from_fn(|v| {
+                std::mem::transmute(_mm512_maskz_loadu_epi32(
+                    m[v],
+                    xc.wrapping_add(off + 16 * v),
+                ))
+            });
+            let wt = wc.add(t * OB);
+            #[allow(clippy::needless_range_loop)] // j indexes three accumulator rows
+            for j in 0..OB {
+                let wv: __m512bh = std::mem::transmute(_mm512_set1_epi32(*wt.add(j) as i32));
+                for v in 0..NV {
+                    acc[v][j] = _mm512_dpbf16_ps(acc[v][j], x[v], wv);
+                }
             }
         }
     }

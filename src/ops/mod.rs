@@ -10,6 +10,13 @@
 //! - [`generic`]: the same maths composed of dfdx's own ops (gather + matmul for conv,
 //!   reductions + broadcasts for batch-norm), so it runs on any dfdx device, CUDA included.
 //!
+//! **Precision** ([`set_precision`], config key `train.precision`): f32 by default; `bf16` runs
+//! the convolutions' three products (output, input gradient, weight gradient) on bf16-rounded
+//! operands with f32 accumulation — the direct kernel on pairs of channels
+//! ([`direct::Weights::Bf16`]), the rest through [`bf16::matmul`] (AVX-512 BF16 `vdpbf16ps`).
+//! Weights, activations, batch-norm, losses and the optimiser stay f32 (the master weights are
+//! rounded when packed, each call).
+//!
 //! [`OpsDevice`] picks one per device: `Cpu` uses the fast path, `Cuda` (feature `cuda`) the
 //! generic path. Both stay callable directly (`ops::cpu::conv2d`, `ops::generic::conv2d`), which
 //! is how the tests check them against each other and against finite differences.
@@ -35,6 +42,7 @@
 //! Precondition (checked with `assert!`, as dfdx does for shapes): the spatial size must be at
 //! least the kernel/window size after padding, so every output has at least one pixel.
 
+pub mod bf16;
 pub mod cpu;
 pub mod direct;
 pub mod generic;
@@ -53,6 +61,74 @@ pub type ConvWeight<const O: usize, const I: usize, const K: usize, D> =
 
 /// A per-channel vector (batch-norm weight, bias, running statistics).
 pub type Channels<const C: usize, D> = Tensor<Rank1<C>, f32, D>;
+
+/// Arithmetic of the convolution GEMMs on the CPU ([`set_precision`]).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout (the default).
+    #[default]
+    F32,
+    /// Convolution products on bf16-rounded operands with f32 accumulation ([`bf16`]); weights,
+    /// activations, batch-norm, losses and the optimiser stay f32.
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Why [`set_precision`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PrecisionError {
+    #[error("precision bf16 runs on the CPU path only; this build computes on CUDA")]
+    NotOnCuda,
+}
+
+/// Sets the convolution arithmetic for this process (every model, every thread); returns the
+/// previous setting. `Bf16` runs on any CPU (the AVX-512 BF16 kernel where the CPU has it, a
+/// portable one, much slower, elsewhere) and is refused in a `cuda` build.
+pub fn set_precision(p: Precision) -> Result<Precision, PrecisionError> {
+    if cfg!(feature = "cuda") && p == Precision::Bf16 {
+        return Err(PrecisionError::NotOnCuda);
+    }
+    let previous = precision();
+    cpu::set_conv_bf16(p == Precision::Bf16);
+    Ok(previous)
+}
+
+/// Sets the convolution arithmetic until the guard is dropped, then restores the previous one
+/// (training runs use this, so evaluation after them computes in f32 again).
+pub fn scoped_precision(p: Precision) -> Result<PrecisionGuard, PrecisionError> {
+    Ok(PrecisionGuard(set_precision(p)?))
+}
+
+/// Restores the convolution arithmetic it holds when dropped ([`scoped_precision`]).
+#[must_use = "the previous precision comes back when the guard is dropped"]
+pub struct PrecisionGuard(Precision);
+
+impl Drop for PrecisionGuard {
+    fn drop(&mut self) {
+        // The held value was in force before, so setting it again cannot be refused.
+        let _ = set_precision(self.0);
+    }
+}
+
+/// The current convolution arithmetic ([`set_precision`]).
+pub fn precision() -> Precision {
+    if cpu::conv_bf16() {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    }
+}
 
 /// Batch-norm momentum (PyTorch convention: `running = (1 - m)·running + m·batch`).
 pub const BN_MOMENTUM: f32 = 0.1;

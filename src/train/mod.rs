@@ -51,6 +51,8 @@ pub enum TrainError {
     Metrics(#[from] metrics::MetricsError),
     #[error("patch sampler: {0}")]
     Patches(String),
+    #[error("train.precision: {0}")]
+    Precision(#[from] crate::ops::PrecisionError),
     #[error("data pipeline: {0}")]
     Pipeline(String),
     #[error(
@@ -253,6 +255,7 @@ pub fn pretrain<'a>(
         train_images: data.train.len(),
     };
     open_run_dir(cfg, run_dir, opts.resume, &meta)?;
+    let _precision = crate::ops::scoped_precision(cfg.train.precision)?;
     struct Job<'a> {
         cfg: &'a ValidConfig,
         data: &'a TrainData,

@@ -74,6 +74,10 @@ pub struct Args {
     /// With --pretrain: patch side p in pixels (default round(0.375 · size)).
     #[arg(long)]
     patch_size: Option<usize>,
+    /// Run the convolution GEMMs in bf16 (bf16 operands, f32 accumulation, f32 weights;
+    /// CPU only, see `train.precision`).
+    #[arg(long)]
+    bf16: bool,
 }
 
 struct Timing {
@@ -151,6 +155,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .build_global()?;
     }
     let threads = rayon::current_num_threads();
+    if args.bf16 {
+        spatial_reasoning::set_precision(spatial_reasoning::Precision::Bf16)?;
+    }
     if args.pipeline {
         return bench_pipeline(&args, threads);
     }
@@ -178,18 +185,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "device": spatial_reasoning::device_name(),
             "threads": threads,
             "size": args.size,
+            "precision": spatial_reasoning::precision().name(),
             "steps": args.steps,
             "img_per_s": ips,
         });
         println!("{j}");
     } else {
         println!(
-            "{} {} batch {} size {} threads {}: {:.1} img/s",
+            "{} {} batch {} size {} threads {} {}: {:.1} img/s",
             args.backbone.name(),
             args.mode.name(),
             args.batch,
             args.size,
             threads,
+            spatial_reasoning::precision().name(),
             ips
         );
     }
@@ -318,6 +327,7 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
             "patches": args.patches,
             "patch_size": p,
             "size": args.size,
+            "precision": spatial_reasoning::precision().name(),
             "threads": threads,
             "steps": timed.len(),
             "img_per_s": img_per_s,
@@ -327,7 +337,7 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
         println!("{j}");
     } else {
         println!(
-            "pretrain {} B {} K {} P {} p {} size {} threads {}: {:.2} source img/s, data wait {:.1}%, peak RSS {}",
+            "pretrain {} B {} K {} P {} p {} size {} threads {} {}: {:.2} source img/s, data wait {:.1}%, peak RSS {}",
             args.backbone.name(),
             args.batch,
             args.views,
@@ -335,6 +345,7 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
             p,
             args.size,
             threads,
+            spatial_reasoning::precision().name(),
             img_per_s,
             100.0 * wait_frac,
             rss.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into())
