@@ -263,6 +263,8 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
         format!("train.batch_size={}", args.batch),
         "train.epochs=1".into(),
         "train.log_every=1".into(),
+        // the training loop sets the precision from its config for the run's duration
+        format!("train.precision={}", spatial_reasoning::precision().name()),
     ];
     let cfg = Config::default().apply_overrides(&sets)?.check()?;
     // Random images of the requested size (the synthetic generator is 32×32 only).
@@ -327,7 +329,7 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
             "patches": args.patches,
             "patch_size": p,
             "size": args.size,
-            "precision": spatial_reasoning::precision().name(),
+            "precision": cfg.train.precision.name(),
             "threads": threads,
             "steps": timed.len(),
             "img_per_s": img_per_s,
@@ -345,7 +347,7 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
             p,
             args.size,
             threads,
-            spatial_reasoning::precision().name(),
+            cfg.train.precision.name(),
             img_per_s,
             100.0 * wait_frac,
             rss.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into())
