@@ -268,7 +268,6 @@ thread_local! {
 
 /// Packs rows `m0..m0+rows` (`rows ≤ mr`) and pairs `p0..p0+kc` of `a` (`m × k`) into
 /// `panel[p][lane]` (`mr` lanes), lanes past `rows` zero.
-#[allow(clippy::too_many_arguments)]
 fn pack_a(
     a: Mat,
     k: usize,

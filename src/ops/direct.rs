@@ -196,29 +196,46 @@ pub fn pack_weights(w: &[f32], o: usize, c: usize, transpose: bool) -> Vec<f32> 
 /// # Panics
 /// If the buffers are too short, or the CPU lacks AVX-512F.
 pub fn conv3x3(pad: &Pad, cin: usize, cout: usize, xp: &[f32], wpk: &[f32], yp: &mut [f32]) {
+    assert!(available(), "direct conv needs AVX-512F");
+    for_blocks(pad, (cin, cout), (xp.len(), wpk.len()), yp, |b, yb, i0| {
+        let wb = &wpk[b * cin * 9 * OB..][..cin * 9 * OB];
+        // SAFETY: AVX-512F checked above; every load and store is masked to the valid range,
+        // which `for_blocks`'s asserts and `Pad::plane` bound (see `block`).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            block(pad, cin, xp, wb, yb, i0)
+        };
+    });
+}
+
+/// Checks the buffers of a direct convolution reading `planes` padded planes, with `weights`
+/// packed elements, into `yp`; then calls `f(block, yb, i0)` for every output-channel block
+/// (`yb`: its `OB` padded-width planes) and every stretch of `NV·16` outputs from `i0`.
+fn for_blocks(
+    pad: &Pad,
+    (planes, cout): (usize, usize),
+    (xp_len, weights): (usize, usize),
+    yp: &mut [f32],
+    mut f: impl FnMut(usize, &mut [f32], usize),
+) {
     let blocks = ceil_ob(cout) / OB;
     assert!(
-        xp.len() >= cin * pad.plane,
+        xp_len >= planes * pad.plane,
         "direct conv: input buffer too short"
     );
     assert!(
-        wpk.len() >= blocks * cin * 9 * OB,
+        weights >= blocks * planes * 9 * OB,
         "direct conv: weights too short"
     );
     assert!(
         yp.len() >= blocks * OB * pad.out,
         "direct conv: output buffer too short"
     );
-    assert!(available(), "direct conv needs AVX-512F");
-    #[cfg(target_arch = "x86_64")]
     for b in 0..blocks {
-        let wb = &wpk[b * cin * 9 * OB..][..cin * 9 * OB];
         let yb = &mut yp[b * OB * pad.out..][..OB * pad.out];
         let mut i0 = 0;
         while i0 < pad.out {
-            // SAFETY: AVX-512F checked above; every load and store is masked to the valid
-            // range, which the asserts above and `Pad::plane` bound (see `block`).
-            unsafe { block(pad, cin, xp, wb, yb, i0) };
+            f(b, yb, i0);
             i0 += NV * 16;
         }
     }
@@ -407,32 +424,16 @@ unsafe fn pad_pair_planes(_: &Pad, _: usize, _: &[f32], _: &mut [f32]) {
 /// [`conv3x3`] on channel-pair planes ([`pad_pairs_into`]) and [`Weights::Bf16`]: `cp` planes
 /// of pairs in, f32 out (`vdpbf16ps`: bf16 products, f32 sums).
 pub fn conv3x3_bf16(pad: &Pad, cp: usize, cout: usize, xp: &[f32], wpk: &[u32], yp: &mut [f32]) {
-    let blocks = ceil_ob(cout) / OB;
-    assert!(
-        xp.len() >= cp * pad.plane,
-        "direct conv: input buffer too short"
-    );
-    assert!(
-        wpk.len() >= blocks * cp * 9 * OB,
-        "direct conv: weights too short"
-    );
-    assert!(
-        yp.len() >= blocks * OB * pad.out,
-        "direct conv: output buffer too short"
-    );
     assert!(available_bf16(), "bf16 direct conv needs AVX-512 BF16");
-    #[cfg(target_arch = "x86_64")]
-    for b in 0..blocks {
+    for_blocks(pad, (cp, cout), (xp.len(), wpk.len()), yp, |b, yb, i0| {
         let wb = &wpk[b * cp * 9 * OB..][..cp * 9 * OB];
-        let yb = &mut yp[b * OB * pad.out..][..OB * pad.out];
-        let mut i0 = 0;
-        while i0 < pad.out {
-            // SAFETY: as in `conv3x3`: AVX-512 BF16 checked, every access masked to the range
-            // the asserts bound.
-            unsafe { block_bf16(pad, cp, xp, wb, yb, i0) };
-            i0 += NV * 16;
-        }
-    }
+        // SAFETY: as in `conv3x3`: AVX-512 BF16 checked, every access masked to the range
+        // `for_blocks` bounds.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            block_bf16(pad, cp, xp, wb, yb, i0)
+        };
+    });
 }
 
 /// [`block`] with `vdpbf16ps`: each lane of an input load is a pair of channels.
