@@ -254,8 +254,9 @@ pub fn pretrain<'a>(
         normalize_std: data.normalize.std,
         train_images: data.train.len(),
     };
-    open_run_dir(cfg, run_dir, opts.resume, &meta)?;
+    // Before the run directory is touched: a refused precision (a CUDA build) leaves nothing.
     let _precision = crate::ops::scoped_precision(cfg.train.precision)?;
+    open_run_dir(cfg, run_dir, opts.resume, &meta)?;
     struct Job<'a> {
         cfg: &'a ValidConfig,
         data: &'a TrainData,
