@@ -1,5 +1,6 @@
-//! Convolution with bf16 GEMMs (`set_precision(Bf16)`), on both of its routes (the direct 3×3
-//! kernel on channel pairs, and im2col + the bf16 matrix product), against an f64 convolution of
+//! Convolution with bf16 GEMMs (`set_precision(Bf16)`), on each of its routes (the direct 3×3
+//! kernel on channel pairs, im2col + the bf16 matrix product, and the portable kernels a CPU
+//! without AVX-512 BF16 runs: `bf16::force_portable`), against an f64 convolution of
 //! the same bf16-rounded operands: output `y = x ⋆ w`, input gradient `r ⋆ᵀ w` and weight
 //! gradient `r ⋆ x` of `L = Σ r ⊙ y` (so the output gradient is `r`).
 //!
@@ -83,13 +84,15 @@ fn reference(
     [y, dx, dw]
 }
 
-fn check<const I: usize, const O: usize, const K: usize>(g: Geometry, direct: bool) {
+fn check<const I: usize, const O: usize, const K: usize>(g: Geometry, route: Route) {
+    let Route { direct, portable } = route;
     let mut rng = ChaCha8Rng::seed_from_u64((I * 131 + O * 7 + g.h * 3 + g.w + K) as u64);
     let xv = randv(&mut rng, g.b * I * g.h * g.w);
     let wv = randv(&mut rng, O * I * K * K);
     let (ho, wo) = g.out();
     let r = randv(&mut rng, g.b * O * ho * wo);
     cpu::set_direct_conv(direct);
+    bf16::force_portable(portable);
     set_precision(Precision::Bf16).unwrap();
     let dev = Cpu::default();
     let x = dev.tensor_from_vec(xv.clone(), (g.b, Const::<I>, g.h, g.w));
@@ -100,6 +103,7 @@ fn check<const I: usize, const O: usize, const K: usize>(g: Geometry, direct: bo
     let rt = dev.tensor_from_vec(r.clone(), *y.shape());
     let grads = y.try_mul(rt).unwrap().sum().backward();
     set_precision(Precision::F32).unwrap();
+    bf16::force_portable(false);
     let got = [yv, grads.get(&x).as_vec(), grads.get(&wt).as_vec()];
     let want = reference(&g, (I, O), &xv, &wv, &r);
     for (name, (got, (want, mag))) in ["y", "dx", "dw"].iter().zip(got.iter().zip(&want)) {
@@ -108,7 +112,7 @@ fn check<const I: usize, const O: usize, const K: usize>(g: Geometry, direct: bo
             let tol = 2e-6 * mag[i] + 1e-7;
             assert!(
                 (a as f64 - want[i]).abs() <= tol,
-                "{I}->{O} k{K} s{} {}×{} direct={direct} {name}[{i}]: {a}, want {} (±{tol:.2e})",
+                "{I}->{O} k{K} s{} {}×{} {route:?} {name}[{i}]: {a}, want {} (±{tol:.2e})",
                 g.stride,
                 g.h,
                 g.w,
@@ -129,15 +133,24 @@ fn geo(b: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> Geo
     }
 }
 
+/// Which route: the direct 3×3 kernel where the geometry allows (`direct`), and the portable
+/// kernels of a CPU without AVX-512 BF16 (`portable`: im2col + the portable product).
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    direct: bool,
+    portable: bool,
+}
+
 #[test]
 fn bf16_convolution_equals_f64_on_rounded_operands() {
-    for direct in [true, false] {
-        check::<16, 16, 3>(geo(2, 32, 32, 3, 1, 1), direct); // ResNet stage 1
-        check::<3, 16, 3>(geo(2, 32, 32, 3, 1, 1), direct); // the stem: an odd channel count
-        check::<5, 7, 3>(geo(2, 9, 7, 3, 1, 1), direct); // odd everything
-        check::<64, 64, 3>(geo(2, 8, 8, 3, 1, 1), direct); // stage 3
-        check::<16, 32, 3>(geo(2, 16, 16, 3, 2, 1), direct); // downsampling: always im2col
-        check::<16, 32, 1>(geo(2, 16, 16, 1, 2, 0), direct); // 1×1 projection shortcut
-        check::<8, 12, 3>(geo(1, 1, 1, 3, 1, 1), direct); // 1×1 image
+    for (direct, portable) in [(true, false), (false, false), (true, true)] {
+        let route = Route { direct, portable };
+        check::<16, 16, 3>(geo(2, 32, 32, 3, 1, 1), route); // ResNet stage 1
+        check::<3, 16, 3>(geo(2, 32, 32, 3, 1, 1), route); // the stem: an odd channel count
+        check::<5, 7, 3>(geo(2, 9, 7, 3, 1, 1), route); // odd everything
+        check::<64, 64, 3>(geo(2, 8, 8, 3, 1, 1), route); // stage 3
+        check::<16, 32, 3>(geo(2, 16, 16, 3, 2, 1), route); // downsampling: always im2col
+        check::<16, 32, 1>(geo(2, 16, 16, 1, 2, 0), route); // 1×1 projection shortcut
+        check::<8, 12, 3>(geo(1, 1, 1, 3, 1, 1), route); // 1×1 image
     }
 }

@@ -46,13 +46,14 @@ pub fn available() -> bool {
 
 static PORTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Forces the portable kernel even where AVX-512 BF16 is available (for tests that compare the
-/// two).
+/// Forces the portable kernel even where AVX-512 BF16 is available, and with it the convolution
+/// route of a CPU without AVX-512 BF16 (no bf16 direct kernel): for tests.
 pub fn force_portable(on: bool) {
     PORTABLE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn simd() -> bool {
+/// Whether the AVX-512 BF16 kernels run: the CPU has them and [`force_portable`] is off.
+pub fn simd() -> bool {
     !PORTABLE.load(std::sync::atomic::Ordering::Relaxed) && available()
 }
 

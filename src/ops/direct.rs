@@ -362,9 +362,10 @@ impl Weights {
     }
 }
 
-/// Whether the bf16 direct kernel can run on this CPU.
+/// Whether the bf16 direct kernel can run on this CPU (and is not switched off by
+/// [`super::bf16::force_portable`]).
 pub fn available_bf16() -> bool {
-    available() && super::bf16::available()
+    available() && super::bf16::simd()
 }
 
 /// Like [`pad_into`], but each padded plane `q` holds channels `2q` and `2q + 1` as bf16 pairs
