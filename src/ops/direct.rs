@@ -253,6 +253,37 @@ fn lane_mask(i: usize, n: usize) -> u16 {
     }
 }
 
+/// Lane masks of the `NV` vectors of outputs from `i0` (shared by both kernels).
+#[inline(always)]
+fn vector_masks(pad: &Pad, i0: usize) -> [u16; NV] {
+    std::array::from_fn(|v| lane_mask(i0 + 16 * v, pad.out))
+}
+
+/// Offset of tap `t = 3·ky + kx` in a padded plane.
+#[inline(always)]
+fn tap_offsets(pad: &Pad) -> [usize; 9] {
+    std::array::from_fn(|t| (t / 3) * pad.wp + t % 3)
+}
+
+/// Stores one kernel call's accumulators: channel `j` of the block, outputs `i0 + 16·v ..`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_block(
+    pad: &Pad,
+    acc: &[[__m512; OB]; NV],
+    m: [u16; NV],
+    yb: &mut [f32],
+    i0: usize,
+) {
+    let ybase = yb.as_mut_ptr();
+    for (v, accv) in acc.iter().enumerate() {
+        for (j, a) in accv.iter().enumerate() {
+            _mm512_mask_storeu_ps(ybase.wrapping_add(j * pad.out + i0 + 16 * v), m[v], *a);
+        }
+    }
+}
+
 /// One kernel call: outputs `[i0, i0 + 48)` of the 8 channels of one block.
 ///
 /// Reads `xp[ci·plane + i + ky·wp + kx]` for valid outputs `i < out`: at most
@@ -260,14 +291,8 @@ fn lane_mask(i: usize, n: usize) -> u16 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn block(pad: &Pad, cin: usize, xp: &[f32], wb: &[f32], yb: &mut [f32], i0: usize) {
-    let n = pad.out;
-    let m = [
-        lane_mask(i0, n),
-        lane_mask(i0 + 16, n),
-        lane_mask(i0 + 32, n),
-    ];
+    let (m, offs) = (vector_masks(pad, i0), tap_offsets(pad));
     let mut acc = [[_mm512_setzero_ps(); OB]; NV];
-    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * pad.wp + t % 3);
     let xbase = xp.as_ptr();
     let wbase = wb.as_ptr();
     for ci in 0..cin {
@@ -289,12 +314,7 @@ unsafe fn block(pad: &Pad, cin: usize, xp: &[f32], wb: &[f32], yb: &mut [f32], i
             }
         }
     }
-    let ybase = yb.as_mut_ptr();
-    for (v, accv) in acc.iter().enumerate() {
-        for (j, a) in accv.iter().enumerate() {
-            _mm512_mask_storeu_ps(ybase.wrapping_add(j * n + i0 + 16 * v), m[v], *a);
-        }
-    }
+    store_block(pad, &acc, m, yb, i0);
 }
 
 /// Weights packed for one direction of the direct convolution: f32 ([`pack_weights`]) or bf16
@@ -441,14 +461,8 @@ pub fn conv3x3_bf16(pad: &Pad, cp: usize, cout: usize, xp: &[f32], wpk: &[u32], 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn block_bf16(pad: &Pad, cp: usize, xp: &[f32], wb: &[u32], yb: &mut [f32], i0: usize) {
-    let n = pad.out;
-    let m = [
-        lane_mask(i0, n),
-        lane_mask(i0 + 16, n),
-        lane_mask(i0 + 32, n),
-    ];
+    let (m, offs) = (vector_masks(pad, i0), tap_offsets(pad));
     let mut acc = [[_mm512_setzero_ps(); OB]; NV];
-    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * pad.wp + t % 3);
     let xbase = xp.as_ptr() as *const i32;
     let wbase = wb.as_ptr();
     for q in 0..cp {
@@ -471,10 +485,5 @@ unsafe fn block_bf16(pad: &Pad, cp: usize, xp: &[f32], wb: &[u32], yb: &mut [f32
             }
         }
     }
-    let ybase = yb.as_mut_ptr();
-    for (v, accv) in acc.iter().enumerate() {
-        for (j, a) in accv.iter().enumerate() {
-            _mm512_mask_storeu_ps(ybase.wrapping_add(j * n + i0 + 16 * v), m[v], *a);
-        }
-    }
+    store_block(pad, &acc, m, yb, i0);
 }
