@@ -334,6 +334,35 @@ impl Default for EvalConfig {
     }
 }
 
+/// The per-epoch diagnostics of [`crate::eval::diagnostics`] (`[diagnostics]`). `Default` = on, 2,000 pairs,
+/// kNN of 1,000 test images against 5,000 training images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagnosticsConfig {
+    /// Measure at every epoch end (and for random-init arms once).
+    pub enabled: bool,
+    /// Patch pairs drawn from each split (one pair per image; at most the split's size).
+    pub pairs: usize,
+    /// Training images the online kNN compares against (at most the split's size).
+    pub knn_train: usize,
+    /// Test images the online kNN classifies (at most the split's size).
+    pub knn_test: usize,
+    /// Seed of the pair and subset draws (independent of `train.seed`).
+    pub seed: u64,
+}
+
+impl Default for DiagnosticsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            pairs: 2_000,
+            knn_train: 5_000,
+            knn_test: 1_000,
+            seed: 0,
+        }
+    }
+}
+
 /// The main job (`spatial-reasoning run`): which arms, which seeds, which ablation grid.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -371,6 +400,7 @@ pub struct Config {
     pub optim: OptimConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
+    pub diagnostics: DiagnosticsConfig,
     pub run: RunConfig,
 }
 
@@ -416,6 +446,15 @@ pub enum ConfigError {
         image: usize,
         max: usize,
     },
+    #[error(
+        "method.overlap = \"allowed\" (the authors' sampler) draws 2·method.patches = {need} distinct coordinates from 0..{range} (data.image_size = {image} − method.patch_size = {patch}): too few values; use fewer or smaller patches, or overlap = \"forbidden\""
+    )]
+    AuthorsRange {
+        need: usize,
+        range: usize,
+        image: usize,
+        patch: usize,
+    },
     #[error("method.alpha = {0}: must be finite and ≥ 0")]
     Alpha(f32),
     #[error("method.alpha = {0}: a distance term needs patches (method.patches ≥ 2)")]
@@ -456,6 +495,12 @@ pub enum ConfigError {
     KnnTemperature(f32),
     #[error("eval.probe_patches contains {0}: allowed values are 0, 1, 3, 5, 7, 9")]
     ProbePatches(usize),
+    #[error("diagnostics.{key} = {value}: must be at least {min}")]
+    Diagnostics {
+        key: &'static str,
+        value: usize,
+        min: usize,
+    },
     #[error("run.seeds is empty: give at least one seed")]
     NoSeeds,
     #[error("run.arms is empty: give at least one of random-init, rr, sr, supervised")]
@@ -588,7 +633,7 @@ impl Config {
                 .ok_or_else(|| ConfigError::Override {
                     key: key.to_string(),
                     message: format!(
-                        "unknown section `{}` (expected data, backbone, method, optim, train, eval, run)",
+                        "unknown section `{}` (expected data, backbone, method, optim, train, eval, diagnostics, run)",
                         parts[0]
                     ),
                 })?;
@@ -657,6 +702,14 @@ impl Config {
                 return Err(ConfigError::PatchTooLarge {
                     patch: patch_size,
                     image: d.image_size,
+                });
+            }
+            if m.overlap == OverlapRule::Allowed && 2 * m.patches > d.image_size - patch_size {
+                return Err(ConfigError::AuthorsRange {
+                    need: 2 * m.patches,
+                    range: d.image_size - patch_size,
+                    image: d.image_size,
+                    patch: patch_size,
                 });
             }
             if m.overlap == OverlapRule::Forbidden {
@@ -744,6 +797,16 @@ impl Config {
         }
         if let Some(&n) = e.probe_patches.iter().find(|n| !PROBE_N.contains(n)) {
             return Err(ConfigError::ProbePatches(n));
+        }
+        let g = &self.diagnostics;
+        for (key, value, min) in [
+            ("pairs", g.pairs, 2),
+            ("knn_train", g.knn_train, 1),
+            ("knn_test", g.knn_test, 1),
+        ] {
+            if value < min {
+                return Err(ConfigError::Diagnostics { key, value, min });
+            }
         }
         let r = &self.run;
         if r.seeds.is_empty() {
@@ -965,6 +1028,21 @@ mod tests {
             E::ProbePatches(4)
         ));
         assert!(matches!(
+            err(&["diagnostics.pairs=1"]),
+            E::Diagnostics {
+                key: "pairs",
+                value: 1,
+                min: 2
+            }
+        ));
+        assert!(matches!(
+            err(&["diagnostics.knn_test=0"]),
+            E::Diagnostics {
+                key: "knn_test",
+                ..
+            }
+        ));
+        assert!(matches!(
             valid().apply_overrides(&["novalue"]).unwrap_err(),
             E::BadOverride { .. }
         ));
@@ -991,5 +1069,18 @@ mod tests {
             .unwrap()
             .check()
             .unwrap();
+        // The authors' `random.sample(range(0, S - p), 2 * P)` needs 2P ≤ S − p values.
+        assert!(matches!(
+            err(&[
+                "method.patches=7",
+                "method.patch_size=20",
+                "method.overlap=allowed"
+            ]),
+            ConfigError::AuthorsRange {
+                need: 14,
+                range: 12,
+                ..
+            }
+        ));
     }
 }

@@ -269,6 +269,47 @@ pub fn evaluate_run(
     save_results(run_dir, csv, arm, &cfg, &results)
 }
 
+/// File of a random-init arm's diagnostics (the backbone as initialised from the seed) in its run
+/// directory, the reference line of the report's per-epoch diagnostics charts.
+pub const RANDOM_INIT_DIAGNOSTICS: &str = "diagnostics.json";
+
+/// Measure the diagnostics ([`eval::Probe`]) of the config's backbone as initialised from
+/// `train.seed` and write them to `dir/diagnostics.json`. Nothing is written when
+/// `[diagnostics]` is off.
+pub fn random_init_diagnostics(
+    cfg: &ValidConfig,
+    train: &ImageDataset,
+    data: &EvalData,
+    dir: &Path,
+) -> Result<Option<eval::Diagnostics>, JobError> {
+    let Some(probe) = eval::Probe::prepare(cfg, train, &data.test, &data.normalize)? else {
+        return Ok(None);
+    };
+    struct Job<'a> {
+        probe: &'a eval::Probe,
+        dev: crate::Device,
+    }
+    impl BackboneFn<crate::Device> for Job<'_> {
+        type Output = Result<eval::Diagnostics, eval::EvalError>;
+        fn call<B: Backbone<crate::Device> + 'static>(self, backbone: B) -> Self::Output {
+            self.probe
+                .measure(&backbone, None::<&RelationHead<1, f32, _>>, &self.dev)
+        }
+    }
+    let dev = crate::new_device(cfg.train.seed).map_err(|e| JobError::Device(e.to_string()))?;
+    let job = Job {
+        probe: &probe,
+        dev: dev.clone(),
+    };
+    let d = with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job)
+        .map_err(|e| JobError::Device(format!("{e:?}")))??;
+    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    let path = dir.join(RANDOM_INIT_DIAGNOSTICS);
+    checkpoint::write_atomic(&path, &serde_json::to_vec_pretty(&d).expect("serialises"))
+        .map_err(|e| file_err(&path, e))?;
+    Ok(Some(d))
+}
+
 /// Where the evaluated backbone's weights come from.
 #[derive(Clone, Copy, Debug)]
 pub enum BackboneSource<'a> {
@@ -555,6 +596,17 @@ pub fn run_job(
                     ..plan
                 },
             };
+            // A random-init arm measures its diagnostics once (cheap: no training), also when
+            // its evaluation was done before diagnostics existed.
+            if arm.kind == ArmKind::RandomInit
+                && arm_cfg.diagnostics.enabled
+                && !dir.join(RANDOM_INIT_DIAGNOSTICS).exists()
+            {
+                progress(JobProgress::Eval(
+                    "diagnostics of the initial backbone".into(),
+                ));
+                random_init_diagnostics(&arm_cfg, &base.train, &eval_data, &dir)?;
+            }
             if let Some(done) = existing_results(&dir, &plan) {
                 progress(JobProgress::Eval(format!(
                     "{}: already evaluated, reusing",
@@ -592,6 +644,7 @@ pub fn run_job(
                             stop,
                             progress: Some(&mut cb),
                             stop_at_step: None,
+                            test: Some(&eval_data.test),
                         },
                     )?;
                     if outcome.interrupted {
@@ -677,6 +730,65 @@ mod tests {
                 "sr",
                 "sr method.overlap=allowed",
                 "sr method.patch_mode=additive"
+            ]
+        );
+    }
+
+    /// The committed study configs expand to the arms their READMEs describe, with the run
+    /// directories of the CPU study's cells that `results/cifar10-ablations/runs` reuses.
+    #[test]
+    fn study_configs_expand_to_their_arms() {
+        let expand = |path: &str| {
+            let cfg = Config::from_toml_file(Path::new(path))
+                .unwrap()
+                .check()
+                .unwrap();
+            expand_arms(&cfg)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.name)
+                .collect::<Vec<_>>()
+        };
+        let arms = expand("configs/study/cifar10-ablations.toml");
+        assert_eq!(
+            arms,
+            [
+                "random-init",
+                "rr",
+                "sr",
+                "sr method.alpha=0.0",
+                "sr method.alpha=0.5",
+                "sr method.alpha=2.0",
+                "sr method.overlap=allowed",
+                "sr method.patch_mode=additive",
+                "sr method.patch_size=8",
+                "sr method.patch_size=16",
+                "sr method.patches=3",
+                "sr method.patches=4",
+                "sr method.target_policy=positive-patches-only",
+            ]
+        );
+        let reused = [
+            "random-init",
+            "rr",
+            "sr",
+            "sr_method.patch_mode_additive",
+            "sr_method.target_policy_positive-patches-only",
+        ];
+        for name in reused {
+            assert!(
+                arms.iter()
+                    .any(|a| arm_dir(Path::new("x"), a, 1)
+                        == Path::new("x").join(name).join("seed-1")),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            expand("configs/study/cifar10-long.toml"),
+            [
+                "rr",
+                "sr method.target_policy=reference",
+                "sr method.target_policy=positive-patches-only"
             ]
         );
     }

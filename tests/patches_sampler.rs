@@ -163,26 +163,126 @@ fn deterministic_for_a_seed() {
     assert_ne!(draw(5), draw(6));
 }
 
-/// SPEC §3 says the authors' rule lets about 55 % of pairs overlap at p = 24 on 64 px. Our
-/// emulation of "own row vs own column" measures 50 % (a Python simulation of the same rule,
-/// `abs(r - c) >= p` with r, c uniform in [0, 40], printed 0.5015 over 200,000 pairs).
-#[test]
-fn authors_rule_overlaps_about_half_the_time() {
-    let sampler = PatchSampler::square(64, 24, 2, OverlapRule::Allowed).unwrap();
-    let mut rng = rng_for(8, Stream::Patches, 0, 0);
-    let n = 100_000;
-    let mut overlaps = 0;
-    for _ in 0..n {
-        let pos = sampler.sample(&mut rng);
-        assert!(pos.iter().all(|q| q.row.abs_diff(q.col) >= 24));
-        overlaps += !separated(pos[0], pos[1], 24) as usize;
+/// The authors' rule, enumerated exactly: every ordered draw of 4 distinct values from
+/// `0..S − p` (`random.sample(range(0, S - p), 4)`, read as `row₀, col₀, row₁, col₁`) that passes
+/// `|row₀ − col₀| ≥ p or |row₁ − col₁| ≥ p` is equally likely. Returns the acceptance rate, the
+/// overlap fraction, the mean |Δrow| and the distribution of `row₀ − row₁` (index `d + n − 1`).
+fn authors_exact(s: usize, p: usize) -> (f64, f64, f64, Vec<f64>) {
+    let n = s - p;
+    let (mut total, mut accepted, mut overlaps, mut sum_dr) = (0u64, 0u64, 0u64, 0u64);
+    let mut hist = vec![0u64; 2 * n - 1];
+    for a in 0..n {
+        for b in (0..n).filter(|&b| b != a) {
+            for c in (0..n).filter(|&c| c != a && c != b) {
+                for d in (0..n).filter(|&d| d != a && d != b && d != c) {
+                    total += 1;
+                    if a.abs_diff(b) < p && c.abs_diff(d) < p {
+                        continue;
+                    }
+                    accepted += 1;
+                    sum_dr += a.abs_diff(c) as u64;
+                    overlaps += (a.abs_diff(c) < p && b.abs_diff(d) < p) as u64;
+                    hist[a + n - 1 - c] += 1;
+                }
+            }
+        }
     }
-    let frac = overlaps as f64 / n as f64;
-    assert!((0.47..0.53).contains(&frac), "overlap fraction {frac}");
+    let acc = accepted as f64;
+    (
+        acc / total as f64,
+        overlaps as f64 / acc,
+        sum_dr as f64 / acc,
+        hist.iter().map(|&h| h as f64 / acc).collect(),
+    )
 }
 
-/// p > S/2: no position satisfies the authors' rule and their loop would never end; ours
-/// returns after a bounded number of draws, and needs no fit check.
+/// `overlap = "allowed"` is the authors' sampler exactly (mad-lab-fau/Spatial-Reasoning,
+/// datamanager.py, `patch_transform`): 200,000 draws follow the enumerated distribution of their
+/// rule — overlap fraction, mean offset, and a χ² test on `row₀ − row₁`. Exact values (this
+/// enumeration, and a Python twin with `itertools.permutations` that printed the same): S = 32,
+/// p = 12: acceptance 0.3472, overlap 0.5505, mean |Δrow| 7.7604; S = 64, p = 24: 0.3202, 0.5430,
+/// 15.5829. (Our earlier emulation, each patch redrawn until its own |row − col| ≥ p, had mean
+/// |Δrow| 8.6 at S = 32: the χ² test rejects it.)
+#[test]
+fn authors_rule_matches_its_exact_distribution() {
+    for (s, p, seed, golden) in [
+        (32, 12, 8, (0.3472, 0.5505, 7.7604)),
+        (64, 24, 9, (0.3202, 0.5430, 15.5829)),
+    ] {
+        let (acc, overlap, mean_dr, dist) = authors_exact(s, p);
+        assert!((acc - golden.0).abs() < 1e-4, "acceptance {acc}");
+        assert!((overlap - golden.1).abs() < 1e-4, "overlap {overlap}");
+        assert!((mean_dr - golden.2).abs() < 1e-4, "mean |Δrow| {mean_dr}");
+
+        let n = s - p;
+        let sampler = PatchSampler::square(s, p, 2, OverlapRule::Allowed).unwrap();
+        let mut rng = rng_for(seed, Stream::Patches, 0, 0);
+        let draws = 200_000;
+        let mut hist = vec![0u64; 2 * n - 1];
+        let (mut overlaps, mut sum_dr, mut sum_dc) = (0usize, 0usize, 0usize);
+        for _ in 0..draws {
+            let q = sampler.sample(&mut rng);
+            let v = [q[0].row, q[0].col, q[1].row, q[1].col];
+            assert!(v.iter().all(|&x| x < n), "{v:?}: outside 0..{n}");
+            for i in 0..4 {
+                for j in i + 1..4 {
+                    assert_ne!(v[i], v[j], "{v:?}: values must be distinct");
+                }
+            }
+            assert!(
+                v[0].abs_diff(v[1]) >= p || v[2].abs_diff(v[3]) >= p,
+                "{v:?}"
+            );
+            overlaps += !separated(q[0], q[1], p) as usize;
+            sum_dr += v[0].abs_diff(v[2]);
+            sum_dc += v[1].abs_diff(v[3]);
+            hist[v[0] + n - 1 - v[2]] += 1;
+        }
+        let f = draws as f64;
+        assert!((overlaps as f64 / f - overlap).abs() < 0.005, "S = {s}");
+        // Standard error of a mean |Δ| over 200k draws is about 0.015 px (S = 32).
+        for (what, sum) in [("row", sum_dr), ("col", sum_dc)] {
+            let mean = sum as f64 / f;
+            assert!(
+                (mean - mean_dr).abs() < 0.08 * (s as f64 / 32.0),
+                "S = {s}: mean |Δ{what}| {mean} vs exact {mean_dr}"
+            );
+        }
+        let chi2: f64 = hist
+            .iter()
+            .zip(&dist)
+            .filter(|(_, &pr)| pr > 0.0)
+            .map(|(&o, &pr)| (o as f64 - f * pr).powi(2) / (f * pr))
+            .sum();
+        // 2n − 2 degrees of freedom (38 or 78); P(χ² > 3·df) is below 1e-9 for either.
+        let df = (2 * n - 2) as f64;
+        assert!(chi2 < 3.0 * df, "S = {s}: χ² = {chi2:.1} on {df} dof");
+    }
+}
+
+/// Three patches: coordinates stay distinct, and only patches 0 and 1 enter the rule.
+#[test]
+fn authors_rule_tests_only_the_first_two_patches() {
+    let sampler = PatchSampler::square(32, 12, 3, OverlapRule::Allowed).unwrap();
+    let mut rng = rng_for(10, Stream::Patches, 0, 0);
+    let mut third_fails = 0;
+    for _ in 0..20_000 {
+        let q = sampler.sample(&mut rng);
+        let mut v: Vec<usize> = q.iter().flat_map(|p| [p.row, p.col]).collect();
+        assert!(q[0].row.abs_diff(q[0].col) >= 12 || q[1].row.abs_diff(q[1].col) >= 12);
+        third_fails += (q[2].row.abs_diff(q[2].col) < 12) as usize;
+        v.sort_unstable();
+        v.dedup();
+        assert_eq!(v.len(), 6, "{q:?}");
+    }
+    assert!(
+        third_fails > 5_000,
+        "patch 2 is not filtered: {third_fails}"
+    );
+}
+
+/// p ≥ S − p: no draw satisfies the authors' rule and their loop would never end; ours returns
+/// the last of a bounded number of draws.
 #[test]
 fn authors_rule_terminates_when_nothing_qualifies() {
     let sampler = PatchSampler::square(32, 20, 5, OverlapRule::Allowed).unwrap();
@@ -190,8 +290,21 @@ fn authors_rule_terminates_when_nothing_qualifies() {
     for _ in 0..1_000 {
         let pos = sampler.sample(&mut rng);
         assert_eq!(pos.len(), 5);
-        assert!(pos.iter().all(|q| q.row <= 12 && q.col <= 12));
+        assert!(pos.iter().all(|q| q.row < 12 && q.col < 12));
     }
+    // 2·P values must exist: Python's random.sample raises "sample larger than population".
+    let e = PatchSampler::square(32, 20, 7, OverlapRule::Allowed).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PatchError::AuthorsRange {
+                need: 14,
+                range: 12,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]

@@ -77,6 +77,7 @@ fn curve(arm_offset: f64, seed: u64) -> Vec<MetricRow> {
                 img_per_s: 1000.0,
                 data_wait: 0.0,
                 skipped: 0,
+                diagnostics: Default::default(),
             }
         })
         .collect()

@@ -31,6 +31,7 @@ mod pipeline;
 
 pub use batch::{bench_pipeline, fill_patches, fill_views, BatchError, BatchKey, SourceBatch};
 pub use color::{ColorJitter, JitterParams};
+pub(crate) use image::Source;
 pub use image::{crop, resize_bilinear, resized_crop, Image, Window};
 pub use patches::{
     eval_grid, offset_target, PatchAugment, PatchError, PatchParams, PatchPos, PatchSampler,

@@ -13,11 +13,23 @@
 //! stay at least `p` apart. So sampling always terminates, in bounded time.
 //!
 //! # The authors' rule (`OverlapRule::Allowed`)
-//! The authors' sampler accepts a patch when its own row and column differ by at least `p`
-//! (`|row − col| ≥ p`), which is not a condition between patches, so pairs overlap (measured
-//! here: ≈ 50 % of pairs at S = 64, p = 24; SPEC quotes about 55 %), and for `p > S/2` no
-//! position qualifies and their loop never ends. We emulate it with up to [`AUTHORS_TRIES`]
-//! draws per patch, keeping the last draw when none qualifies.
+//! Exactly the sampler of the authors' released code (mad-lab-fau/Spatial-Reasoning,
+//! `datamanager.py`, `patch_transform`), in original-image pixels: draw all `2·P` coordinates
+//! *distinct* from one range `0..S − p` (Python's `random.sample(range(0, S - p), 2 * P)`, so
+//! `S − p` itself is never drawn), read them as `(row₀, col₀, row₁, col₁, …)`, and draw again
+//! while `|row₀ − col₀| < p` **and** `|row₁ − col₁| < p`. It compares each patch's row with its
+//! *own* column, looks only at patches 0 and 1, and accepts when either passes, so it does not
+//! keep patches apart: pairs overlap (55 % at S = 32, p = 12, P = 2, and 54 % at S = 64, p = 24,
+//! as SPEC §3 says; exact figures in `tests/patches_sampler.rs`), and the offsets are smaller than under [`OverlapRule::Forbidden`]
+//! (mean |Δrow| = mean |Δcol| = 7.76 px at S = 32, p = 12; our earlier emulation, which redrew each
+//! patch until its own `|row − col| ≥ p`, gave 8.6 px). `Forbidden` is our correction of it (SPEC §3).
+//! Two departures, both where their code fails: where no draw can pass (`p ≥ S − p`) their loop
+//! never ends, ours keeps the last of [`AUTHORS_TRIES`] draws; and with a single patch (their
+//! code indexes `positions[3]` and raises) only patch 0's condition is tested. `2·P > S − p` (their
+//! `random.sample` raises "sample larger than population") is a [`PatchError::AuthorsRange`].
+//! Their zoom mode draws the same rule on the image resized to `S·S/p` pixels with windows of
+//! `S`, the same geometry up to rounding. Rectangular images (theirs are square) draw from
+//! `0..min(H, W) − p`.
 
 use rand::Rng as _;
 
@@ -29,8 +41,9 @@ use crate::rng::Rng;
 
 /// Draws per patch before the sampler gives up on that attempt.
 pub const TRIES_PER_PATCH: usize = 64;
-/// Draws per patch under the authors' rule before keeping the last one (their rule accepts
-/// 18 % of corners at S = 64, p = 24, so 1024 draws fail with probability ≈ 1e-88).
+/// Draws of the whole image under the authors' rule before keeping the last one (their rule
+/// accepts 32 % of draws at S = 64, p = 24, P = 2, and 35 % at S = 32, p = 12, so 1024 draws all
+/// fail with probability below 1e-170 where any draw can pass).
 pub const AUTHORS_TRIES: usize = 1024;
 /// Whole-image restarts before the constructive fallback.
 pub const RESTARTS: usize = 4;
@@ -67,6 +80,16 @@ pub enum PatchError {
     },
     #[error("patch count must be at least 1")]
     NoPatches,
+    #[error(
+        "overlap = \"allowed\" (the authors' sampler) draws 2·{count} = {need} distinct coordinates from 0..{range} (image side {side} − patch {patch}): too few values; use fewer or smaller patches, or overlap = \"forbidden\""
+    )]
+    AuthorsRange {
+        count: usize,
+        need: usize,
+        range: usize,
+        side: usize,
+        patch: usize,
+    },
     #[error("additive mode: patch side {patch} does not fit on the {out}×{out} canvas")]
     CanvasTooSmall { patch: usize, out: usize },
     #[error("output size must be at least 1")]
@@ -107,6 +130,19 @@ impl PatchSampler {
         }
         if count == 0 {
             return Err(PatchError::NoPatches);
+        }
+        if overlap == OverlapRule::Allowed {
+            let side = height.min(width);
+            let range = side - patch;
+            if 2 * count > range {
+                return Err(PatchError::AuthorsRange {
+                    count,
+                    need: 2 * count,
+                    range,
+                    side,
+                    patch,
+                });
+            }
         }
         if overlap == OverlapRule::Forbidden {
             let max = if height == width {
@@ -179,17 +215,22 @@ impl PatchSampler {
     }
 
     fn sample_authors(&self, rng: &mut Rng, out: &mut Vec<PatchPos>) {
-        out.clear();
-        for _ in 0..self.count {
-            let mut pos = self.draw(rng);
-            for _ in 1..AUTHORS_TRIES {
-                if pos.row.abs_diff(pos.col) >= self.patch {
-                    break;
-                }
-                pos = self.draw(rng);
+        let p = self.patch;
+        let range = self.height.min(self.width) - p;
+        let passes = |v: &[usize], k: usize| v[2 * k].abs_diff(v[2 * k + 1]) >= p;
+        let mut v = Vec::new();
+        for _ in 0..AUTHORS_TRIES {
+            // `random.sample(range(0, S - p), 2 * P)`: distinct values in random order.
+            v = rand::seq::index::sample(rng, range, 2 * self.count).into_vec();
+            if passes(&v, 0) || (self.count > 1 && passes(&v, 1)) {
+                break;
             }
-            out.push(pos);
         }
+        out.clear();
+        out.extend(v.chunks_exact(2).map(|rc| PatchPos {
+            row: rc[0],
+            col: rc[1],
+        }));
     }
 
     fn sample_forbidden(&self, rng: &mut Rng, out: &mut Vec<PatchPos>) {

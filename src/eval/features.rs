@@ -375,7 +375,7 @@ pub(crate) fn window_to_chw(
 /// Run `n` images through `backbone.forward_eval` in batches; `fill(i, out)` writes image `i`
 /// as normalised CHW `3·s·s` floats. Returns `n · FEATURES` values.
 #[allow(clippy::too_many_arguments)]
-fn run_backbone<D, B, F>(
+pub(crate) fn run_backbone<D, B, F>(
     backbone: &B,
     dev: &D,
     n: usize,

@@ -9,6 +9,8 @@
 //! - [`supervised`]: the supervised reference arm ([`train_supervised`]).
 //! - [`protocol`]: the whole evaluation of one backbone in one call ([`evaluate_backbone`]):
 //!   features once (optionally cached), linear probe per patch count n, kNN.
+//! - [`diagnostics`]: offset quality, position information in the features and online kNN,
+//!   measured at every epoch end of pretraining ([`Probe`]).
 //! - [`results`]: serialisable results ([`EvalResult`]) and the CSV log ([`append_csv`]).
 //!
 //! Accuracies are fractions in `[0, 1]` everywhere in this module (multiply by 100 for the
@@ -17,6 +19,7 @@
 //! The library never prints: long-running functions take a `progress: &mut dyn
 //! FnMut(ProgressEvent)` callback (pass `&mut |_| {}` to ignore it).
 
+pub mod diagnostics;
 pub mod features;
 pub mod knn;
 pub mod linear;
@@ -25,6 +28,7 @@ pub mod results;
 pub mod supervised;
 
 pub use crate::augment::Normalize;
+pub use diagnostics::{AxisFit, Diagnostics, Probe};
 pub use features::{
     check_normalization, extract_features, extract_grid_features, extract_windows, grid_positions,
     probe_features, FeatureCache, FeatureSet, GridFeatures,

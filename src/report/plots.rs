@@ -725,6 +725,7 @@ mod tests {
             img_per_s: 1.0,
             data_wait: 0.0,
             skipped: 0,
+            diagnostics: Default::default(),
         };
         let a = vec![row(0, 1.0), row(10, 0.5), row(20, 0.25)];
         let b = vec![row(0, 3.0), row(10, 1.5)];

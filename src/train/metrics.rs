@@ -55,6 +55,54 @@ pub struct MetricRow {
     /// Steps skipped so far for non-finite values.
     #[serde(default)]
     pub skipped: u64,
+    /// Epoch rows of runs with `[diagnostics]` on: what [`crate::eval::diagnostics`] measured at
+    /// the epoch's end (absent from step rows and older files).
+    #[serde(flatten)]
+    pub diagnostics: DiagColumns,
+}
+
+/// The diagnostics columns of an epoch row, flat in the JSON object; each is absent (`None`)
+/// where not measured, and a non-finite value (a constant prediction's r) reads back as `None`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiagColumns {
+    /// Relation head's offsets vs the true ones on the fixed test pairs: Pearson r per axis (SR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_r_row: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_r_col: Option<f64>,
+    /// … and R² per axis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_r2_row: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_r2_col: Option<f64>,
+    /// Linear (ridge) regressor from frozen pair features to the offset, R² on the test pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_r2_row: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_r2_col: Option<f64>,
+    /// Online kNN accuracy in [0, 1] on the fixed subsets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_knn_acc: Option<f64>,
+    /// Seconds the measurement took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics_s: Option<f64>,
+}
+
+impl DiagColumns {
+    /// The columns of one measurement.
+    pub fn from_diagnostics(d: &crate::eval::Diagnostics) -> Self {
+        let finite = |v: f64| v.is_finite().then_some(v);
+        Self {
+            offset_r_row: d.offset.and_then(|o| finite(o.r[0])),
+            offset_r_col: d.offset.and_then(|o| finite(o.r[1])),
+            offset_r2_row: d.offset.and_then(|o| finite(o.r2[0])),
+            offset_r2_col: d.offset.and_then(|o| finite(o.r2[1])),
+            position_r2_row: finite(d.position.r2[0]),
+            position_r2_col: finite(d.position.r2[1]),
+            online_knn_acc: d.knn_acc,
+            diagnostics_s: Some(d.seconds),
+        }
+    }
 }
 
 fn step_kind() -> RowKind {
@@ -191,6 +239,7 @@ mod tests {
             img_per_s: 1.0,
             data_wait: 0.0,
             skipped: 0,
+            diagnostics: Default::default(),
         }
     }
 

@@ -29,12 +29,13 @@ use crate::augment::{fill_patches, fill_views, BatchKey, SourceBatch};
 use crate::augment::{Normalize, PatchAugment, PatchSampler, ViewAugment};
 use crate::config::{NonFinitePolicy, ValidConfig};
 use crate::data::{self, ImageDataset, Split};
+use crate::eval::{Diagnostics, Probe};
 use crate::method::{forward_loss, LossSettings, PairBatch, RelationHead, SslModel, StepStats};
 use crate::models::{Backbone, Images};
 use crate::optim::{OptimError, Optimizer};
 use crate::rng::{rng_for, Stream};
 use checkpoint::{TrainState, WindowSums};
-use metrics::{MetricRow, MetricsWriter, RowKind};
+use metrics::{DiagColumns, MetricRow, MetricsWriter, RowKind};
 
 /// Everything that can stop a pretraining run.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,8 @@ pub enum TrainError {
     Metrics(#[from] metrics::MetricsError),
     #[error("patch sampler: {0}")]
     Patches(String),
+    #[error("diagnostics: {0}")]
+    Diagnostics(#[from] crate::eval::EvalError),
     #[error("train.precision: {0}")]
     Precision(#[from] crate::ops::PrecisionError),
     #[error("data pipeline: {0}")]
@@ -149,6 +152,9 @@ pub struct PretrainOptions<'a> {
     /// Stop (with a checkpoint) after this many completed steps in total; `None` = run to the end.
     /// Used by tests that simulate an interruption.
     pub stop_at_step: Option<u64>,
+    /// The test split the per-epoch diagnostics draw their pairs and kNN subset from
+    /// (`[diagnostics]`); `None` loads it as the config names it.
+    pub test: Option<&'a ImageDataset>,
 }
 
 /// How a run ended.
@@ -254,8 +260,22 @@ pub fn pretrain<'a>(
         normalize_std: data.normalize.std,
         train_images: data.train.len(),
     };
-    // Before the run directory is touched: a refused precision (a CUDA build) leaves nothing.
+    // Before the run directory is touched: a refused precision (a CUDA build) or a missing
+    // test split leaves nothing.
     let _precision = crate::ops::scoped_precision(cfg.train.precision)?;
+    let probe = if cfg.diagnostics.enabled {
+        let loaded;
+        let test = match opts.test {
+            Some(t) => t,
+            None => {
+                loaded = data::load(cfg.data.dataset, &cfg.data_root(), Split::Test, &cfg.data)?;
+                &loaded
+            }
+        };
+        Probe::prepare(cfg, &data.train, test, &data.normalize)?
+    } else {
+        None
+    };
     open_run_dir(cfg, run_dir, opts.resume, &meta)?;
     struct Job<'a> {
         cfg: &'a ValidConfig,
@@ -263,6 +283,7 @@ pub fn pretrain<'a>(
         run_dir: &'a Path,
         opts: PretrainOptions<'a>,
         dev: crate::Device,
+        probe: Option<Probe>,
     }
     impl crate::models::BackboneFn<crate::Device> for Job<'_> {
         type Output = Result<Outcome, TrainError>;
@@ -277,6 +298,7 @@ pub fn pretrain<'a>(
                     self.data,
                     self.run_dir,
                     self.opts,
+                    self.probe.as_ref(),
                 )
             } else {
                 let head = RelationHead::<3, f32, _>::build(&self.dev).map_err(head_err)?;
@@ -287,6 +309,7 @@ pub fn pretrain<'a>(
                     self.data,
                     self.run_dir,
                     self.opts,
+                    self.probe.as_ref(),
                 )
             }
         }
@@ -297,6 +320,7 @@ pub fn pretrain<'a>(
         run_dir,
         opts,
         dev: dev.clone(),
+        probe,
     };
     crate::models::with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job)
         .map_err(|e| TrainError::Device(format!("{e:?}")))?
@@ -422,6 +446,7 @@ fn row_from(kind: RowKind, step: u64, epoch: f64, w: &WindowSums, skipped: u64) 
             0.0
         },
         skipped,
+        diagnostics: Default::default(),
     }
 }
 
@@ -436,7 +461,9 @@ fn add(w: &mut WindowSums, s: &StepStats, images: usize, seconds: f64, wait: f64
     w.wait_seconds += wait;
 }
 
-/// The pretraining loop for one backbone and head. See the module docs.
+/// The pretraining loop for one backbone and head. See the module docs. With a `probe`, every
+/// epoch row carries the diagnostics measured at the epoch's end, and an SR run keeps the head's
+/// predictions on the probe's test pairs in `run_dir/diagnostics/offsets.json`.
 pub fn train_loop<B, const OUT: usize>(
     cfg: &ValidConfig,
     dev: &crate::Device,
@@ -444,6 +471,7 @@ pub fn train_loop<B, const OUT: usize>(
     data: &TrainData,
     run_dir: &Path,
     mut opts: PretrainOptions<'_>,
+    probe: Option<&Probe>,
 ) -> Result<Outcome, TrainError>
 where
     B: Backbone<crate::Device>,
@@ -665,13 +693,22 @@ where
             }
             let epoch_end = done % steps_per_epoch == 0;
             if epoch_end {
-                let row = row_from(
+                let mut row = row_from(
                     RowKind::Epoch,
                     done,
                     (done / steps_per_epoch) as f64,
                     &state.epoch_sums,
                     state.skipped_nonfinite,
                 );
+                if let Some(probe) = probe {
+                    let d = probe.measure(&model.backbone, Some(&model.head), dev)?;
+                    if !d.predictions.is_empty() {
+                        save_offsets(run_dir, done, &d)?;
+                    }
+                    row.diagnostics = DiagColumns::from_diagnostics(&d);
+                    // The measurement is not part of the next step's time.
+                    step_start += std::time::Duration::from_secs_f64(d.seconds);
+                }
                 metrics.write(&row)?;
                 emit(&mut opts, Progress::Row(row));
                 state.epoch_sums = WindowSums::default();
@@ -709,6 +746,22 @@ where
         elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
         final_checkpoint: last_ckpt,
     })
+}
+
+/// `run_dir/diagnostics/offsets.json`: the head's `(true, predicted)` offsets on the probe's test
+/// pairs after step `step` (rewritten at every epoch end; the report draws it as a scatter).
+fn save_offsets(run_dir: &Path, step: u64, d: &Diagnostics) -> Result<(), TrainError> {
+    let dir = run_dir.join("diagnostics");
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::RunDir {
+        path: dir.clone(),
+        detail: format!("cannot create: {e}"),
+    })?;
+    let json = serde_json::json!({ "step": step, "pairs": d.predictions });
+    checkpoint::write_atomic(
+        &dir.join("offsets.json"),
+        &serde_json::to_vec(&json).expect("offsets serialise"),
+    )?;
+    Ok(())
 }
 
 fn emit(opts: &mut PretrainOptions<'_>, p: Progress) {

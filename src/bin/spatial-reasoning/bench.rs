@@ -263,6 +263,8 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
         format!("train.batch_size={}", args.batch),
         "train.epochs=1".into(),
         "train.log_every=1".into(),
+        // time the training step alone
+        "diagnostics.enabled=false".into(),
         // the training loop sets the precision from its config for the run's duration
         format!("train.precision={}", spatial_reasoning::precision().name()),
     ];

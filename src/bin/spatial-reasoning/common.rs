@@ -91,7 +91,7 @@ impl ProgressPrinter {
                     r.img_per_s,
                     100.0 * r.data_wait,
                     fmt_secs(eta)
-                );
+                ) + &diagnostics_text(&r.diagnostics);
                 if self.tty && r.kind == RowKind::Step {
                     let frac = r.step as f64 / self.total.max(1) as f64;
                     let filled = (frac * 20.0).round() as usize;
@@ -123,6 +123,28 @@ impl ProgressPrinter {
             }
         }
     }
+}
+
+/// ` | kNN 41.2% pos R² 0.31/0.29 offset r 0.52/0.48 (3s)` for an epoch row with diagnostics.
+fn diagnostics_text(d: &spatial_reasoning::train::metrics::DiagColumns) -> String {
+    let pair = |a: Option<f64>, b: Option<f64>| {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        format!("{}/{}", f(a), f(b))
+    };
+    let mut out = String::new();
+    if let Some(k) = d.online_knn_acc {
+        out += &format!(" kNN {:.1}%", 100.0 * k);
+    }
+    if d.position_r2_row.is_some() || d.position_r2_col.is_some() {
+        out += &format!(" pos R² {}", pair(d.position_r2_row, d.position_r2_col));
+    }
+    if d.offset_r_row.is_some() || d.offset_r_col.is_some() {
+        out += &format!(" offset r {}", pair(d.offset_r_row, d.offset_r_col));
+    }
+    if let Some(s) = d.diagnostics_s {
+        out = format!(" |{out} ({})", fmt_secs(s));
+    }
+    out
 }
 
 pub fn fmt_secs(s: f64) -> String {

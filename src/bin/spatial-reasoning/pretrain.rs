@@ -61,6 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             stop: Some(stop),
             progress: Some(&mut cb),
             stop_at_step: None,
+            test: None,
         },
     )?;
     if outcome.interrupted {
