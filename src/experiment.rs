@@ -525,7 +525,54 @@ pub struct JobOutcome {
     pub rows: Vec<ResultRow>,
     /// `(arm, seed, run dir)` of every pretraining run (for loss curves).
     pub runs: Vec<(String, u64, PathBuf)>,
+    /// `(arm, seed, run dir)` of every random-init arm (for the diagnostics' reference lines).
+    pub random_init: Vec<(String, u64, PathBuf)>,
     pub wall_time_s: f64,
+}
+
+/// The diagnostics a report shows, read from a job's run directories.
+#[derive(Clone, Debug, Default)]
+pub struct DiagnosticsFiles {
+    /// Epoch rows of `metrics.jsonl` per pretraining run `(arm, seed, rows)`.
+    pub epochs: Vec<(String, u64, Vec<crate::train::metrics::MetricRow>)>,
+    /// `diagnostics.json` of every random-init run that has one.
+    pub references: Vec<(String, u64, eval::Diagnostics)>,
+    /// `diagnostics/offsets.json` of the lowest seed of every SR arm that has one.
+    pub offsets: Vec<(String, crate::eval::OffsetPairs)>,
+}
+
+/// Read the diagnostics of `outcome`'s runs (missing files are skipped: runs made before the
+/// diagnostics existed have none).
+pub fn read_diagnostics(outcome: &JobOutcome) -> Result<DiagnosticsFiles, JobError> {
+    let mut out = DiagnosticsFiles::default();
+    for (arm, seed, dir) in &outcome.runs {
+        let path = dir.join("metrics.jsonl");
+        let rows = crate::train::metrics::read_rows(&path).map_err(TrainError::from)?;
+        let rows = rows
+            .into_iter()
+            .filter(|r| r.kind == crate::train::metrics::RowKind::Epoch)
+            .collect();
+        out.epochs.push((arm.clone(), *seed, rows));
+        let offsets = dir.join("diagnostics").join("offsets.json");
+        if offsets.exists() && !out.offsets.iter().any(|o| &o.0 == arm) {
+            #[derive(serde::Deserialize)]
+            struct Offsets {
+                pairs: eval::OffsetPairs,
+            }
+            let text = std::fs::read_to_string(&offsets).map_err(|e| file_err(&offsets, e))?;
+            let o: Offsets = serde_json::from_str(&text).map_err(|e| file_err(&offsets, e))?;
+            out.offsets.push((arm.clone(), o.pairs));
+        }
+    }
+    for (arm, seed, dir) in &outcome.random_init {
+        let path = dir.join(RANDOM_INIT_DIAGNOSTICS);
+        if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
+            let d = serde_json::from_str(&text).map_err(|e| file_err(&path, e))?;
+            out.references.push((arm.clone(), *seed, d));
+        }
+    }
+    Ok(out)
 }
 
 /// Read results already written to `run_dir/eval/` (so a restarted job skips finished runs).
@@ -568,6 +615,7 @@ pub fn run_job(
     let total = arms.len() * seeds.len();
     let mut rows = Vec::new();
     let mut runs = Vec::new();
+    let mut random_init = Vec::new();
     let mut index = 0;
     for &seed in seeds {
         for arm in &arms {
@@ -606,6 +654,9 @@ pub fn run_job(
                     "diagnostics of the initial backbone".into(),
                 ));
                 random_init_diagnostics(&arm_cfg, &base.train, &eval_data, &dir)?;
+            }
+            if arm.kind == ArmKind::RandomInit {
+                random_init.push((arm.name.clone(), seed, dir.clone()));
             }
             if let Some(done) = existing_results(&dir, &plan) {
                 progress(JobProgress::Eval(format!(
@@ -689,6 +740,7 @@ pub fn run_job(
     Ok(JobOutcome {
         rows,
         runs,
+        random_init,
         wall_time_s: started.elapsed().as_secs_f64(),
     })
 }

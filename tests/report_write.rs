@@ -4,10 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use spatial_reasoning::eval::{AxisFit, Diagnostics};
 use spatial_reasoning::report::{
     read_metrics_jsonl, read_results_csv, regenerate_from_csv, write_report, write_results_csv,
     MetricRow, PatchPanel, Protocol, ReportError, ReportInput, ResultRow, RowKind,
 };
+use spatial_reasoning::train::metrics::DiagColumns;
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sr-report-{}-{name}", std::process::id()));
@@ -83,6 +85,54 @@ fn curve(arm_offset: f64, seed: u64) -> Vec<MetricRow> {
         .collect()
 }
 
+/// Epoch rows 1–3 with diagnostics: kNN 0.40 + 0.01·(epoch + seed), position R² 0.1·epoch +
+/// 0.02·seed (row) and 0.1 less (col); SR rows also carry the head's offset r and R².
+fn epoch_rows(seed: u64, sr: bool) -> Vec<MetricRow> {
+    (1..=3u64)
+        .map(|e| {
+            let mut r = curve(0.3, seed)[e as usize].clone();
+            r.kind = RowKind::Epoch;
+            r.step = 100 * e;
+            r.epoch = e as f64;
+            let pos = 0.1 * e as f64 + 0.02 * seed as f64;
+            r.diagnostics = DiagColumns {
+                online_knn_acc: Some(0.40 + 0.01 * (e + seed) as f64),
+                position_r2_row: Some(pos),
+                position_r2_col: Some(pos - 0.1),
+                offset_r_row: sr.then_some(0.2 * e as f64),
+                offset_r_col: sr.then_some(0.2 * e as f64 - 0.1),
+                offset_r2_row: sr.then_some(0.1 * e as f64),
+                offset_r2_col: sr.then_some(0.1 * e as f64 - 0.1),
+                diagnostics_s: Some(1.0),
+            };
+            r
+        })
+        .collect()
+}
+
+fn reference() -> Diagnostics {
+    Diagnostics {
+        offset: None,
+        position: AxisFit {
+            r: [0.3, 0.2],
+            r2: [0.1, 0.05],
+        },
+        knn_acc: Some(0.3),
+        seconds: 1.0,
+        predictions: vec![],
+    }
+}
+
+/// 200 test pairs whose predictions follow the truth with some spread.
+fn offsets() -> Vec<([f32; 2], [f32; 2])> {
+    (0..200)
+        .map(|i| {
+            let t = [(i % 21) as f32 / 10.0 - 1.0, (i % 17) as f32 / 8.0 - 1.0];
+            (t, [0.8 * t[0] + 0.05, 0.5 * t[1] - 0.1])
+        })
+        .collect()
+}
+
 /// Four 32×32 images with smooth colour gradients, and three 12-px patches in each.
 fn panels() -> Vec<PatchPanel> {
     (0..4)
@@ -145,6 +195,17 @@ fn report_has_the_table_plots_and_settings() {
             ("sr".into(), 2, curve(0.50, 2)),
             ("sr".into(), 3, curve(0.50, 3)),
         ],
+        epochs: vec![
+            ("rr".into(), 1, epoch_rows(1, false)),
+            ("rr".into(), 2, epoch_rows(2, false)),
+            ("sr".into(), 1, epoch_rows(1, true)),
+            ("sr".into(), 2, epoch_rows(2, true)),
+        ],
+        references: vec![
+            ("random".into(), 1, reference()),
+            ("random".into(), 2, reference()),
+        ],
+        offsets: vec![("sr".into(), offsets())],
         patch_picture: Some(("4 patches of side 12".into(), panels())),
         notes: "Synthetic numbers.".into(),
     };
@@ -164,6 +225,15 @@ fn report_has_the_table_plots_and_settings() {
         "](plots/ablation_patches.png)",
         "](plots/loss.png)",
         "](plots/patches.png)",
+        "## Diagnostics",
+        // random-init: one measurement per seed, epoch 0; no head.
+        "| random | 0 | 2 | 30.0 ± 0.0 | 0.10 ± 0.00 | 0.05 ± 0.00 | – | – | – | – |",
+        // last epoch (3) of two seeds: kNN 40 + 3 + seed %, R² rows 0.1·3 + 0.02·seed.
+        "| rr | 3 | 2 | 44.5 ± 0.7 | 0.33 ± 0.01 | 0.23 ± 0.01 | – | – | – | – |",
+        "| sr | 3 | 2 | 44.5 ± 0.7 | 0.33 ± 0.01 | 0.23 ± 0.01 | 0.60 ± 0.00 | 0.50 ± 0.00 | 0.30 ± 0.00 | 0.20 ± 0.00 |",
+        "](plots/diagnostics.png)",
+        "## Predicted vs true offsets",
+        "](plots/offsets.png)",
         "Synthetic numbers.",
         "```toml\n[train]\nepochs = 10\n```",
     ] {
@@ -173,6 +243,12 @@ fn report_has_the_table_plots_and_settings() {
     check_png(&dir.join("plots/accuracy.png"), (1284, 600), 8);
     check_png(&dir.join("plots/ablation_patches.png"), (1200, 600), 8);
     check_png(&dir.join("plots/loss.png"), (1500, 600), 8);
+    check_png(&dir.join("plots/diagnostics.png"), (1800, 560), 8);
+    check_png(&dir.join("plots/offsets.png"), (560, 460), 4);
+    check_svg(
+        &dir.join("plots/diagnostics.svg"),
+        &["online kNN accuracy", "position in the features", "epoch"],
+    );
     // 4 panels of 32 px at scale 5 in one row: 12 + 4·(160 + 12) wide, 48 + 160 + 12 high.
     check_png(&dir.join("plots/patches.png"), (700, 220), 100);
     check_svg(
@@ -185,15 +261,18 @@ fn report_has_the_table_plots_and_settings() {
         &dir.join("plots/patches.svg"),
         &["data:image/png;base64,", "<rect"],
     );
-    assert_eq!(files.plots.len(), 4);
+    assert_eq!(files.plots.len(), 6);
 
-    // The committed CSV alone gives the same table.
-    // Into a directory that does not exist yet.
+    // The committed CSV alone gives the same results table (the diagnostics come from the run
+    // directories, not the CSV). Into a directory that does not exist yet.
     let again = temp_dir("again").join("new");
     let regen = regenerate_from_csv(&files.results_csv, &again).unwrap();
     let md2 = std::fs::read_to_string(&regen.markdown).unwrap();
     let table = |m: &str| -> Vec<String> {
-        m.lines()
+        m.split("## Diagnostics")
+            .next()
+            .unwrap()
+            .lines()
             .filter(|l| l.starts_with('|'))
             .map(String::from)
             .collect()

@@ -52,6 +52,9 @@ pub struct AxisFit {
     pub r2: [f64; 2],
 }
 
+/// `(true, predicted)` offsets `(Δrow, Δcol)` of the relation head, one entry per test pair.
+pub type OffsetPairs = Vec<([f32; 2], [f32; 2])>;
+
 /// One measurement of a backbone (and head).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Diagnostics {
@@ -65,7 +68,7 @@ pub struct Diagnostics {
     pub seconds: f64,
     /// `(true, predicted)` offsets of the head on the test pairs, for a scatter plot (SR runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub predictions: Vec<([f32; 2], [f32; 2])>,
+    pub predictions: OffsetPairs,
 }
 
 /// Patch pairs of one split: how to render them, and their targets.

@@ -28,7 +28,7 @@ pub mod results;
 pub mod supervised;
 
 pub use crate::augment::Normalize;
-pub use diagnostics::{AxisFit, Diagnostics, Probe};
+pub use diagnostics::{AxisFit, Diagnostics, OffsetPairs, Probe};
 pub use features::{
     check_normalization, extract_features, extract_grid_features, extract_windows, grid_positions,
     probe_features, FeatureCache, FeatureSet, GridFeatures,

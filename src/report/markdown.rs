@@ -23,6 +23,14 @@ pub struct ReportInput {
     pub rows: Vec<ResultRow>,
     /// Pretraining metrics per run: `(arm, seed, rows of metrics.jsonl)`; may be empty.
     pub curves: Vec<(String, u64, Vec<MetricRow>)>,
+    /// Epoch rows per run `(arm, seed, rows)`, whose diagnostics columns are charted per epoch
+    /// and tabulated at the last epoch; may be empty.
+    pub epochs: Vec<(String, u64, Vec<MetricRow>)>,
+    /// Diagnostics of random-init backbones `(arm, seed, measurement)`: reference lines.
+    pub references: Vec<(String, u64, crate::eval::Diagnostics)>,
+    /// The relation head's `(true, predicted)` offsets on the diagnostics' test pairs, one run per
+    /// SR arm; drawn as a scatter.
+    pub offsets: Vec<(String, crate::eval::OffsetPairs)>,
     /// Sampled patches on real images, with the picture's title; `None` to leave it out.
     pub patch_picture: Option<(String, Vec<PatchPanel>)>,
     /// Free Markdown shown under "Notes"; may be empty.
@@ -60,6 +68,8 @@ pub fn write_report(dir: &Path, input: &ReportInput) -> Result<ReportFiles, Repo
     let results_csv = keep_rows_csv(dir, &input.rows)?;
     let mut arm_order: Vec<String> = input.rows.iter().map(|r| r.arm.clone()).collect();
     arm_order.extend(input.curves.iter().map(|c| c.0.clone()));
+    arm_order.extend(input.epochs.iter().map(|c| c.0.clone()));
+    arm_order.extend(input.references.iter().map(|c| c.0.clone()));
     dedup_keep_order(&mut arm_order);
 
     let mut md = String::new();
@@ -82,6 +92,50 @@ pub fn write_report(dir: &Path, input: &ReportInput) -> Result<ReportFiles, Repo
         let files = plot_loss_curves(&input.curves, &arm_order, &dir.join("plots").join("loss"))?;
         let _ = writeln!(md, "## Pretraining curves\n");
         md.push_str(&image_link(dir, "pretraining loss", &files));
+        plots.push(files);
+    }
+    if super::diagnostics::any(&input.epochs, &input.references) {
+        let files = super::diagnostics::plot_diagnostics(
+            &input.epochs,
+            &input.references,
+            &arm_order,
+            &dir.join("plots").join("diagnostics"),
+        )?;
+        let _ = writeln!(
+            md,
+            "## Diagnostics
+"
+        );
+        let _ = writeln!(
+            md,
+            "Measured at every epoch end on fixed images (`[diagnostics]`): online kNN accuracy \
+             of a test subset against a training subset; how much of a patch pair's offset a \
+             linear (ridge) regressor reads from the frozen pair features (R² on test pairs, fit \
+             on training pairs: position information in the backbone); and, for SR, how the \
+             relation head's predicted offsets correlate with the true ones on the test pairs. \
+             Random-init rows are the backbone before training. Last epoch, mean ± std over \
+             seeds:\n"
+        );
+        md.push_str(&super::diagnostics::diagnostics_table(
+            &input.epochs,
+            &input.references,
+            &arm_order,
+        ));
+        md.push('\n');
+        md.push_str(&image_link(dir, "diagnostics per epoch", &files));
+        plots.push(files);
+    }
+    if !input.offsets.is_empty() {
+        let files = super::diagnostics::plot_offset_scatter(
+            &input.offsets,
+            &dir.join("plots").join("offsets"),
+        )?;
+        let _ = writeln!(
+            md,
+            "## Predicted vs true offsets
+"
+        );
+        md.push_str(&image_link(dir, "predicted vs true offsets", &files));
         plots.push(files);
     }
     if let Some((title, panels)) = &input.patch_picture {

@@ -17,6 +17,7 @@
 //! (registered by [`crate::data::preview::register_font`]), so nothing depends on the fonts of the machine.
 
 mod csv;
+mod diagnostics;
 mod markdown;
 mod patches;
 mod plots;
@@ -25,6 +26,7 @@ mod summary;
 use std::path::PathBuf;
 
 pub use self::csv::{read_metrics_jsonl, read_results_csv, write_results_csv};
+pub use self::diagnostics::{diagnostics_table, plot_diagnostics, plot_offset_scatter};
 pub use self::markdown::{
     accuracy_table, regenerate_from_csv, write_report, ReportFiles, ReportInput,
 };

@@ -43,7 +43,7 @@ pub(crate) fn colour(i: usize) -> RGBColor {
 }
 
 /// Colour of `arm`: its index in `arm_order`, or after it in order of first appearance in `extra`.
-fn arm_colour(arm_order: &[String], extra: &[String], arm: &str) -> RGBColor {
+pub(super) fn arm_colour(arm_order: &[String], extra: &[String], arm: &str) -> RGBColor {
     let mut all: Vec<&str> = arm_order.iter().map(|s| s.as_str()).collect();
     for e in extra {
         if !all.contains(&e.as_str()) {
@@ -94,7 +94,7 @@ macro_rules! render_both {
     }};
 }
 
-fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+pub(super) fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     let mut lo = f64::INFINITY;
     let mut hi = f64::NEG_INFINITY;
     for v in values.filter(|v| v.is_finite()) {
@@ -105,7 +105,7 @@ fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 }
 
 /// Pads `(lo, hi)` by `frac` of its span on both sides (a flat range gets ±5 % of its size, or ±1).
-fn padded((lo, hi): (f64, f64), frac: f64) -> (f64, f64) {
+pub(super) fn padded((lo, hi): (f64, f64), frac: f64) -> (f64, f64) {
     let span = hi - lo;
     if span > 0.0 {
         (lo - frac * span, hi + frac * span)
@@ -301,7 +301,7 @@ where
 
 /// How a legend entry shows its colour.
 #[derive(Clone, Copy)]
-enum Swatch {
+pub(super) enum Swatch {
     Bar,
     Line,
 }
@@ -312,7 +312,7 @@ const NOTE_FONT: u32 = 14;
 
 /// Splits a legend strip off the right of `root`, as wide as its longest label needs.
 #[allow(clippy::type_complexity)]
-fn split_legend<DB: DrawingBackend>(
+pub(super) fn split_legend<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     note: Option<&str>,
     entries: &[(String, RGBColor, Swatch)],
@@ -336,7 +336,7 @@ where
 
 /// Draws `entries` top-down in `area` (a swatch, then the label), after an optional note whose
 /// lines are separated by `\n`.
-fn draw_legend<DB: DrawingBackend>(
+pub(super) fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     note: Option<&str>,
     entries: &[(String, RGBColor, Swatch)],
@@ -383,7 +383,7 @@ fn error_bar_note(rows: &[SummaryRow]) -> &'static str {
 }
 
 /// Decimals a tick label needs on an axis spanning `span` (about five ticks): 1000 → 0, 0.9 → 1.
-fn decimals(span: f64) -> usize {
+pub(super) fn decimals(span: f64) -> usize {
     if !(span.is_finite() && span > 0.0) {
         return 1;
     }

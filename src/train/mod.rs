@@ -701,13 +701,26 @@ where
                     state.skipped_nonfinite,
                 );
                 if let Some(probe) = probe {
-                    let d = probe.measure(&model.backbone, Some(&model.head), dev)?;
-                    if !d.predictions.is_empty() {
-                        save_offsets(run_dir, done, &d)?;
+                    // A diagnostic never stops training: one that cannot be measured (e.g.
+                    // non-finite features after skipped steps) leaves the row's columns empty.
+                    let measured = Instant::now();
+                    match probe.measure(&model.backbone, Some(&model.head), dev) {
+                        Ok(d) => {
+                            if !d.predictions.is_empty() {
+                                save_offsets(run_dir, done, &d)?;
+                            }
+                            row.diagnostics = DiagColumns::from_diagnostics(&d);
+                        }
+                        Err(e) => emit(
+                            &mut opts,
+                            Progress::Note(format!(
+                                "epoch {}: diagnostics not measured: {e}",
+                                done / steps_per_epoch
+                            )),
+                        ),
                     }
-                    row.diagnostics = DiagColumns::from_diagnostics(&d);
                     // The measurement is not part of the next step's time.
-                    step_start += std::time::Duration::from_secs_f64(d.seconds);
+                    step_start += measured.elapsed();
                 }
                 metrics.write(&row)?;
                 emit(&mut opts, Progress::Row(row));

@@ -101,6 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p,
         )
     });
+    let diagnostics = experiment::read_diagnostics(&outcome)?;
     let input = ReportInput {
         title: format!(
             "{name}: {} on {}, seeds {:?}",
@@ -112,6 +113,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         wall_time_s: started.elapsed().as_secs_f64(),
         rows: outcome.rows.clone(),
         curves,
+        epochs: diagnostics.epochs,
+        references: diagnostics.references,
+        offsets: diagnostics.offsets,
         patch_picture,
         notes: format!(
             "Command: `spatial-reasoning run{}`. Crate {} (git {}). Accuracies are top-1 on the test split; mean ± sample std over seeds.",
