@@ -2,6 +2,11 @@
 
     python run_notebooks.py OUT_DIR NOTEBOOK.ipynb [...]
 
+A notebook whose metadata holds `spatial_reasoning.ci_recompute` (Rust code, e.g. `let recompute =
+Some(…);`) runs a second time with that code injected as a cell right after its cell tagged
+`parameters` — the path that recomputes its results at a tiny budget — and that run's executed
+copy is written as `NAME-recompute.ipynb`.
+
 Runs each notebook with the working directory set to its own folder (so `:dep … { path = ".." }`
 and relative paths resolve as they do in Jupyter), writes the executed copy (outputs and plots
 included) to OUT_DIR, and counts a notebook as failed when a cell raises (compile error, panic
@@ -43,8 +48,19 @@ def problems(nb):
     return found
 
 
-def run(path, out_dir):
+def inject(nb, code):
+    """Insert `code` as a new cell after the cell tagged `parameters` (papermill's convention)."""
+    for i, cell in enumerate(nb.cells):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            nb.cells.insert(i + 1, nbformat.v4.new_code_cell(code, metadata={"tags": ["injected-parameters"]}))
+            return nb
+    raise ValueError("no cell tagged `parameters` to inject after")
+
+
+def run(path, out_dir, code=None, suffix=""):
     nb = nbformat.read(path, as_version=4)
+    if code is not None:
+        nb = inject(nb, code)
     client = NotebookClient(
         nb,
         kernel_name="rust",
@@ -62,7 +78,8 @@ def run(path, out_dir):
         error = error[0]
     seconds = time.time() - started
     os.makedirs(out_dir, exist_ok=True)
-    nbformat.write(nb, os.path.join(out_dir, os.path.basename(path)))
+    base, ext = os.path.splitext(os.path.basename(path))
+    nbformat.write(nb, os.path.join(out_dir, base + suffix + ext))
     found = problems(nb)
     if error and not found:
         found.append((-1, error))
@@ -72,9 +89,15 @@ def run(path, out_dir):
 def main():
     out_dir, paths = sys.argv[1], sys.argv[2:]
     passed = failed = 0
+    runs = []
     for path in paths:
-        seconds, found = run(path, out_dir)
-        name = os.path.basename(path)
+        runs.append((path, None, ""))
+        meta = nbformat.read(path, as_version=4).metadata.get("spatial_reasoning", {})
+        if "ci_recompute" in meta:
+            runs.append((path, meta["ci_recompute"], "-recompute"))
+    for path, code, suffix in runs:
+        seconds, found = run(path, out_dir, code, suffix)
+        name = os.path.basename(path) + (" (recompute)" if code is not None else "")
         if found:
             failed += 1
             print(f"FAIL {name} ({seconds:.0f} s)")

@@ -163,6 +163,13 @@ fn rr_rows_have_no_offsets_and_random_init_writes_its_reference() {
     assert_eq!(files.epochs[0].2.len(), 2, "two epoch rows");
     assert_eq!(files.offsets.len(), 1);
     assert_eq!(files.offsets[0].1.len(), 48);
+    // The same files read back from the folder alone (what the notebooks do with `results/`).
+    let study = experiment::load_study(&out).unwrap();
+    assert_eq!(study.rows.len(), outcome.rows.len());
+    assert_eq!(study.runs.len(), 1);
+    assert_eq!(study.random_init.len(), 1);
+    let again = experiment::read_diagnostics(&study).unwrap();
+    assert_eq!(again.epochs[0].2, files.epochs[0].2);
     // A second start reuses everything (nothing trains again) and keeps the reference.
     let before = std::fs::read(&reference).unwrap();
     experiment::run_job(&job, &[1], &out, None, &mut |_| {}).unwrap();
