@@ -11,6 +11,8 @@
 //! `bin → train, eval, report → method → models → ops`; `train → data, augment, optim`;
 //! everything may use [`config`].
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod augment;
 pub mod config;
 pub mod data;

@@ -148,20 +148,3 @@ fn bad_settings_are_named_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("temperature"), "{e}");
 }
-
-/// Timing of kNN at CIFAR size (10,000 test × 50,000 train × 64, k = 200). Run with
-/// `cargo test --release --test eval_knn -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn timing_knn_cifar_sized() {
-    let train = clusters(50_000, 64, 10, 1.0, 25);
-    let test = clusters(10_000, 64, 10, 1.0, 26);
-    let t = std::time::Instant::now();
-    let r = knn_classify(&train, &test, &KnnConfig::default(), &mut quiet()).unwrap();
-    println!(
-        "kNN 10000 x 50000 x 64, k 200: {:.2} s (acc {:.4}, {} threads)",
-        t.elapsed().as_secs_f64(),
-        r.acc,
-        rayon::current_num_threads()
-    );
-}

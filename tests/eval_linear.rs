@@ -177,32 +177,3 @@ fn bad_inputs_are_named_errors() {
     let e = FeatureSet::new(2, vec![0.0, f32::NAN, 1.0, 1.0], vec![0, 1], 2).unwrap_err();
     assert!(e.to_string().contains("not finite"), "{e}");
 }
-
-/// Timing of SPEC §4's linear probe on CIFAR-sized features (50,000 × 64, 10 classes,
-/// 100 epochs, batch 128). Run with
-/// `cargo test --release --test eval_linear -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn timing_linear_probe_cifar_sized() {
-    let train = clusters(50_000, 64, 10, 1.0, 10);
-    let test = clusters(10_000, 64, 10, 1.0, 11);
-    let t = std::time::Instant::now();
-    let r = linear_probe(&train, &test, &LinearProbeConfig::default(), &mut quiet()).unwrap();
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "linear probe 50000x64 -> 10, 100 epochs: {secs:.2} s (acc {:.4}, final loss {:.4})",
-        r.acc, r.final_train_loss
-    );
-    let train9 = clusters(50_000, 640, 10, 1.0, 12);
-    let test9 = clusters(10_000, 640, 10, 1.0, 13);
-    let cfg = LinearProbeConfig {
-        epochs: 10,
-        ..Default::default()
-    };
-    let t = std::time::Instant::now();
-    linear_probe(&train9, &test9, &cfg, &mut quiet()).unwrap();
-    println!(
-        "linear probe 50000x640 -> 10 (n = 9 patch probe), 10 epochs: {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
-}

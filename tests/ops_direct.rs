@@ -58,7 +58,22 @@ fn check<const I: usize, const O: usize>(dims: (usize, usize, usize)) {
 #[test]
 fn direct_kernel_matches_im2col_path() {
     if !direct::available() {
-        eprintln!("no AVX-512F on this CPU: the direct kernel is never used; nothing to compare");
+        // The kernel cannot run here, so there is nothing of it to compare; what this CPU runs
+        // instead must be the im2col route whatever the switch says.
+        eprintln!("SKIPPED the direct kernel (no AVX-512F on this CPU); checking the fallback");
+        let dims = (2, 9, 7);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (xv, wv, r) = (
+            randv(&mut rng, 2 * 5 * 9 * 7),
+            randv(&mut rng, 7 * 5 * 9),
+            randv(&mut rng, 2 * 7 * 9 * 7),
+        );
+        let on = run::<5, 7>(dims, &xv, &wv, &r, true);
+        let off = run::<5, 7>(dims, &xv, &wv, &r, false);
+        assert_eq!(
+            on, off,
+            "without AVX-512F both settings must take the im2col route"
+        );
         return;
     }
     check::<16, 16>((2, 32, 32)); // ResNet stage 1

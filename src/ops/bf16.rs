@@ -217,13 +217,17 @@ fn pair_at(row: &[f32], p: usize) -> u32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pack_row_simd(row: &[f32], out: &mut [u32], chunks: usize) {
-    let (s, d) = (row.as_ptr(), out.as_mut_ptr());
-    for c in 0..chunks {
-        let lo = _mm512_loadu_ps(s.add(32 * c));
-        let hi = _mm512_loadu_ps(s.add(32 * c + 16));
-        // 32 bf16 in order: element 2p in the low half of pair p
-        let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
-        _mm512_storeu_si512(d.add(16 * c) as *mut _, v);
+    // SAFETY: AVX-512F/BW/BF16 are present (checked by `simd()`); the loads read `row[..16·chunks]`
+    // and the stores write `out[..8·chunks]`, which the caller sized.
+    unsafe {
+        let (s, d) = (row.as_ptr(), out.as_mut_ptr());
+        for c in 0..chunks {
+            let lo = _mm512_loadu_ps(s.add(32 * c));
+            let hi = _mm512_loadu_ps(s.add(32 * c + 16));
+            // 32 bf16 in order: element 2p in the low half of pair p
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(d.add(16 * c) as *mut _, v);
+        }
     }
 }
 
@@ -255,9 +259,13 @@ pub fn to_bf16_slice(src: &[f32], dst: &mut [u16]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn to_bf16_simd(src: &[f32], dst: &mut [u16]) {
-    for (s, d) in src.chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
-        let v: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(s.as_ptr())));
-        _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, v);
+    // SAFETY: AVX-512F/BW/BF16 are present (checked by `simd()`); whole and masked vectors stay
+    // inside `src` and `dst` (equal lengths).
+    unsafe {
+        for (s, d) in src.chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
+            let v: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(s.as_ptr())));
+            _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, v);
+        }
     }
 }
 
@@ -331,27 +339,31 @@ unsafe fn pack_a_lanes_simd(
     kc: usize,
     panel: &mut [u32],
 ) {
-    let s = a.data.as_ptr();
-    let d = panel.as_mut_ptr();
-    for p in 0..kc {
-        let kk = 2 * (p0 + p);
-        for v in 0..mr / 16 {
-            let lanes = rows.saturating_sub(v * 16).min(16);
-            let mask: __mmask16 = ((1u32 << lanes) - 1) as __mmask16;
-            let base = m0 + v * 16;
-            let lo = _mm512_maskz_loadu_ps(mask, s.wrapping_add(base + kk * a.cs));
-            let hi = if kk + 1 < k {
-                _mm512_maskz_loadu_ps(mask, s.wrapping_add(base + (kk + 1) * a.cs))
-            } else {
-                _mm512_setzero_ps()
-            };
-            let lo16: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(lo));
-            let hi16: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(hi));
-            let w = _mm512_or_si512(
-                _mm512_cvtepu16_epi32(lo16),
-                _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(hi16)),
-            );
-            _mm512_storeu_si512(d.add(p * mr + v * 16) as *mut _, w);
+    // SAFETY: AVX-512F/BW/BF16 are present (checked by `simd()`); reads stay inside the source
+    // matrix's extent and writes inside `out`, both sized by the caller.
+    unsafe {
+        let s = a.data.as_ptr();
+        let d = panel.as_mut_ptr();
+        for p in 0..kc {
+            let kk = 2 * (p0 + p);
+            for v in 0..mr / 16 {
+                let lanes = rows.saturating_sub(v * 16).min(16);
+                let mask: __mmask16 = ((1u32 << lanes) - 1) as __mmask16;
+                let base = m0 + v * 16;
+                let lo = _mm512_maskz_loadu_ps(mask, s.wrapping_add(base + kk * a.cs));
+                let hi = if kk + 1 < k {
+                    _mm512_maskz_loadu_ps(mask, s.wrapping_add(base + (kk + 1) * a.cs))
+                } else {
+                    _mm512_setzero_ps()
+                };
+                let lo16: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(lo));
+                let hi16: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(hi));
+                let w = _mm512_or_si512(
+                    _mm512_cvtepu16_epi32(lo16),
+                    _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(hi16)),
+                );
+                _mm512_storeu_si512(d.add(p * mr + v * 16) as *mut _, w);
+            }
         }
     }
 }
@@ -468,38 +480,42 @@ unsafe fn kernel<const V: usize, const N: usize>(
     rows: usize,
     load: bool,
 ) {
-    let mut mask = [0 as __mmask16; V];
-    for (v, m) in mask.iter_mut().enumerate() {
-        let lanes = rows.saturating_sub(v * 16).min(16);
-        *m = ((1u32 << lanes) - 1) as __mmask16;
-    }
-    let mut acc = [[_mm512_setzero_ps(); V]; N];
-    if load {
-        for j in 0..N {
-            for v in 0..V {
-                acc[j][v] = _mm512_maskz_loadu_ps(mask[v], c.wrapping_add(j * ld + v * 16));
+    // SAFETY: AVX-512F/BW/BF16 are present (checked by `simd()`); the packed panels and the
+    // destination tile are sized by `matmul`, and masked loads/stores cover the tails.
+    unsafe {
+        let mut mask = [0 as __mmask16; V];
+        for (v, m) in mask.iter_mut().enumerate() {
+            let lanes = rows.saturating_sub(v * 16).min(16);
+            *m = ((1u32 << lanes) - 1) as __mmask16;
+        }
+        let mut acc = [[_mm512_setzero_ps(); V]; N];
+        if load {
+            for j in 0..N {
+                for v in 0..V {
+                    acc[j][v] = _mm512_maskz_loadu_ps(mask[v], c.wrapping_add(j * ld + v * 16));
+                }
             }
         }
-    }
-    for p in 0..kc {
-        let mut a = [_mm512_setzero_si512(); V];
-        for (v, a) in a.iter_mut().enumerate() {
-            *a = _mm512_loadu_si512(panel.add(p * V * 16 + v * 16) as *const _);
-        }
-        for j in 0..N {
-            let b = _mm512_set1_epi32(*bp.add(j * ldb + p) as i32);
-            for v in 0..V {
-                acc[j][v] = _mm512_dpbf16_ps(
-                    acc[j][v],
-                    std::mem::transmute::<__m512i, __m512bh>(a[v]),
-                    std::mem::transmute::<__m512i, __m512bh>(b),
-                );
+        for p in 0..kc {
+            let mut a = [_mm512_setzero_si512(); V];
+            for (v, a) in a.iter_mut().enumerate() {
+                *a = _mm512_loadu_si512(panel.add(p * V * 16 + v * 16) as *const _);
+            }
+            for j in 0..N {
+                let b = _mm512_set1_epi32(*bp.add(j * ldb + p) as i32);
+                for v in 0..V {
+                    acc[j][v] = _mm512_dpbf16_ps(
+                        acc[j][v],
+                        std::mem::transmute::<__m512i, __m512bh>(a[v]),
+                        std::mem::transmute::<__m512i, __m512bh>(b),
+                    );
+                }
             }
         }
-    }
-    for j in 0..N {
-        for v in 0..V {
-            _mm512_mask_storeu_ps(c.wrapping_add(j * ld + v * 16), mask[v], acc[j][v]);
+        for j in 0..N {
+            for v in 0..V {
+                _mm512_mask_storeu_ps(c.wrapping_add(j * ld + v * 16), mask[v], acc[j][v]);
+            }
         }
     }
 }

@@ -198,27 +198,31 @@ unsafe fn matmul(
     lhs: View<*const f32>,
     rhs: View<*const f32>,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst.ptr,
-        dst.cs as isize,
-        dst.rs as isize,
-        accumulate,
-        lhs.ptr,
-        lhs.cs as isize,
-        lhs.rs as isize,
-        rhs.ptr,
-        rhs.cs as isize,
-        rhs.rs as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
+    // SAFETY: the caller guarantees what `# Safety` above asks: valid pointers for the sizes and
+    // strides, and a `dst` that aliases nothing.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.cs as isize,
+            dst.rs as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.ptr,
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
 }
 
 /// Geometry of one convolution.
@@ -497,6 +501,8 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                 return;
             }
             // y_nᵀ (opl × O) = colsᵀ (opl × ckk) · Wᵀ (ckk × O); y_nᵀ[i][o] = y_n[o·opl + i]
+            // SAFETY: `y_n` holds O·opl floats, `cols` (scratch of ckk·opl) and `wv` (O·ckk)
+            // cover every element the strides reach, and `y_n` is this task's own chunk.
             unsafe {
                 matmul(
                     (opl, O, ckk),
@@ -548,6 +554,8 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                                 // column-major, i.e. as dW, the step ran at 0.68×; dW = gy_n · colsᵀ
                                 // row-major was ~30× slower in gemm 0.19; two direct AVX-512
                                 // kernels were slower too, see BENCHMARKS.md.)
+                                // SAFETY: `dwt` holds ckk·O floats (this task's own), `cols`
+                                // ckk·opl and `gy_n` O·opl: every strided access is inside.
                                 unsafe {
                                     matmul(
                                         (ckk, O, opl),
@@ -572,6 +580,8 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                                     return;
                                 }
                                 // dcolsᵀ (opl × ckk) = gy_nᵀ (opl × O) · W (O × ckk)
+                                // SAFETY: `dcols` is this thread's scratch of ckk·opl floats,
+                                // `gy_n` holds O·opl and `wv` O·ckk: every access is inside.
                                 unsafe {
                                     matmul(
                                         (opl, ckk, O),

@@ -83,19 +83,23 @@ pub fn pad_into(pad: &Pad, c: usize, x: &[f32], xp: &mut [f32]) {
 
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 unsafe fn pad_planes(pad: &Pad, c: usize, x: &[f32], xp: &mut [f32]) {
-    let (h, w, wp) = (pad.h, pad.w, pad.wp);
-    for ch in 0..c {
-        let dst = &mut xp[ch * pad.plane..][..pad.plane];
-        let src = &x[ch * h * w..][..h * w];
-        dst[..wp + 1].iter_mut().for_each(|v| *v = 0.0);
-        for iy in 0..h {
-            let row = (iy + 1) * wp + 1;
-            row_op(&src[iy * w..][..w], &mut dst[row..row + w], false);
-            // this row's right border and the next row's left border
-            dst[row + w] = 0.0;
-            dst[row + w + 1] = 0.0;
+    // SAFETY: the caller runs on a CPU with AVX-512F (checked by `available()`); every masked load
+    // and store stays inside `x` and `xp`, whose lengths the caller sized from `pad`.
+    unsafe {
+        let (h, w, wp) = (pad.h, pad.w, pad.wp);
+        for ch in 0..c {
+            let dst = &mut xp[ch * pad.plane..][..pad.plane];
+            let src = &x[ch * h * w..][..h * w];
+            dst[..wp + 1].iter_mut().for_each(|v| *v = 0.0);
+            for iy in 0..h {
+                let row = (iy + 1) * wp + 1;
+                row_op(&src[iy * w..][..w], &mut dst[row..row + w], false);
+                // this row's right border and the next row's left border
+                dst[row + w] = 0.0;
+                dst[row + w + 1] = 0.0;
+            }
+            dst[(h + 1) * wp + 1..].iter_mut().for_each(|v| *v = 0.0);
         }
-        dst[(h + 1) * wp + 1..].iter_mut().for_each(|v| *v = 0.0);
     }
 }
 
@@ -117,12 +121,16 @@ pub fn unpad_add(pad: &Pad, n: usize, yp: &[f32], y: &mut [f32]) {
 
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 unsafe fn unpad(pad: &Pad, n: usize, yp: &[f32], y: &mut [f32], add: bool) {
-    let (h, w, wp) = (pad.h, pad.w, pad.wp);
-    for o in 0..n {
-        for oy in 0..h {
-            let src = &yp[o * pad.out + oy * wp..][..w];
-            let dst = &mut y[(o * h + oy) * w..][..w];
-            row_op(src, dst, add);
+    // SAFETY: AVX-512F is present (the caller checked `available()`); rows are copied within `yp`
+    // and `y`, sized from `pad` by the caller.
+    unsafe {
+        let (h, w, wp) = (pad.h, pad.w, pad.wp);
+        for o in 0..n {
+            for oy in 0..h {
+                let src = &yp[o * pad.out + oy * wp..][..w];
+                let dst = &mut y[(o * h + oy) * w..][..w];
+                row_op(src, dst, add);
+            }
         }
     }
 }
@@ -134,19 +142,23 @@ unsafe fn unpad(pad: &Pad, n: usize, yp: &[f32], y: &mut [f32], add: bool) {
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn row_op(src: &[f32], dst: &mut [f32], add: bool) {
-    let n = src.len().min(dst.len());
-    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-    let mut i = 0;
-    while i < n {
-        let m = lane_mask(i, n);
-        let v = _mm512_maskz_loadu_ps(m, s.wrapping_add(i));
-        let v = if add {
-            _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, d.wrapping_add(i)))
-        } else {
-            v
-        };
-        _mm512_mask_storeu_ps(d.wrapping_add(i), m, v);
-        i += 16;
+    // SAFETY: the caller runs on a CPU with AVX-512F; every lane is masked to `i < n`, the shorter
+    // of `src` and `dst`.
+    unsafe {
+        let n = src.len().min(dst.len());
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        while i < n {
+            let m = lane_mask(i, n);
+            let v = _mm512_maskz_loadu_ps(m, s.wrapping_add(i));
+            let v = if add {
+                _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, d.wrapping_add(i)))
+            } else {
+                v
+            };
+            _mm512_mask_storeu_ps(d.wrapping_add(i), m, v);
+            i += 16;
+        }
     }
 }
 
@@ -279,7 +291,12 @@ unsafe fn store_block(
     let ybase = yb.as_mut_ptr();
     for (v, accv) in acc.iter().enumerate() {
         for (j, a) in accv.iter().enumerate() {
-            _mm512_mask_storeu_ps(ybase.wrapping_add(j * pad.out + i0 + 16 * v), m[v], *a);
+            // SAFETY: AVX-512F is present (checked by the kernel's callers); lanes outside
+            // the mask `m[v]` are not written, and the unmasked ones lie inside `yb`
+            // (valid outputs `i0 + 16·v + lane < pad.out` of channel `j` of the block).
+            unsafe {
+                _mm512_mask_storeu_ps(ybase.wrapping_add(j * pad.out + i0 + 16 * v), m[v], *a)
+            };
         }
     }
 }
@@ -291,30 +308,34 @@ unsafe fn store_block(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn block(pad: &Pad, cin: usize, xp: &[f32], wb: &[f32], yb: &mut [f32], i0: usize) {
-    let (m, offs) = (vector_masks(pad, i0), tap_offsets(pad));
-    let mut acc = [[_mm512_setzero_ps(); OB]; NV];
-    let xbase = xp.as_ptr();
-    let wbase = wb.as_ptr();
-    for ci in 0..cin {
-        // wrapping_add: the masked-off lanes of the last vectors may point past the buffer
-        // (never dereferenced).
-        let xc = xbase.wrapping_add(ci * pad.plane + i0);
-        let wc = wbase.add(ci * 9 * OB);
-        for (t, &off) in offs.iter().enumerate() {
-            let x0 = _mm512_maskz_loadu_ps(m[0], xc.wrapping_add(off));
-            let x1 = _mm512_maskz_loadu_ps(m[1], xc.wrapping_add(off + 16));
-            let x2 = _mm512_maskz_loadu_ps(m[2], xc.wrapping_add(off + 32));
-            let wt = wc.add(t * OB);
-            #[allow(clippy::needless_range_loop)] // j indexes three accumulator rows
-            for j in 0..OB {
-                let wv = _mm512_set1_ps(*wt.add(j));
-                acc[0][j] = _mm512_fmadd_ps(x0, wv, acc[0][j]);
-                acc[1][j] = _mm512_fmadd_ps(x1, wv, acc[1][j]);
-                acc[2][j] = _mm512_fmadd_ps(x2, wv, acc[2][j]);
+    // SAFETY: AVX-512F is present; every load reads at most `xp[(h + 2)·wp + 1]` < `plane` (see the
+    // bound above) and `wb`/`yb` are sized by `for_blocks`.
+    unsafe {
+        let (m, offs) = (vector_masks(pad, i0), tap_offsets(pad));
+        let mut acc = [[_mm512_setzero_ps(); OB]; NV];
+        let xbase = xp.as_ptr();
+        let wbase = wb.as_ptr();
+        for ci in 0..cin {
+            // wrapping_add: the masked-off lanes of the last vectors may point past the buffer
+            // (never dereferenced).
+            let xc = xbase.wrapping_add(ci * pad.plane + i0);
+            let wc = wbase.add(ci * 9 * OB);
+            for (t, &off) in offs.iter().enumerate() {
+                let x0 = _mm512_maskz_loadu_ps(m[0], xc.wrapping_add(off));
+                let x1 = _mm512_maskz_loadu_ps(m[1], xc.wrapping_add(off + 16));
+                let x2 = _mm512_maskz_loadu_ps(m[2], xc.wrapping_add(off + 32));
+                let wt = wc.add(t * OB);
+                #[allow(clippy::needless_range_loop)] // j indexes three accumulator rows
+                for j in 0..OB {
+                    let wv = _mm512_set1_ps(*wt.add(j));
+                    acc[0][j] = _mm512_fmadd_ps(x0, wv, acc[0][j]);
+                    acc[1][j] = _mm512_fmadd_ps(x1, wv, acc[1][j]);
+                    acc[2][j] = _mm512_fmadd_ps(x2, wv, acc[2][j]);
+                }
             }
         }
+        store_block(pad, &acc, m, yb, i0);
     }
-    store_block(pad, &acc, m, yb, i0);
 }
 
 /// Weights packed for one direction of the direct convolution: f32 ([`pack_weights`]) or bf16
@@ -401,39 +422,43 @@ pub fn pad_pairs_into(pad: &Pad, c: usize, x: &[f32], xp: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pad_pair_planes(pad: &Pad, c: usize, x: &[f32], xp: &mut [f32]) {
-    let (h, w, wp) = (pad.h, pad.w, pad.wp);
-    let hw = h * w;
-    for q in 0..c.div_ceil(2) {
-        let dst = &mut xp[q * pad.plane..][..pad.plane];
-        let lo_plane = &x[2 * q * hw..][..hw];
-        let hi_plane = (2 * q + 1 < c).then(|| &x[(2 * q + 1) * hw..][..hw]);
-        dst[..wp + 1].iter_mut().for_each(|v| *v = 0.0);
-        for iy in 0..h {
-            let row = (iy + 1) * wp + 1;
-            let d = dst[row..row + w].as_mut_ptr();
-            let lo = lo_plane[iy * w..][..w].as_ptr();
-            let hi = hi_plane.map(|p| p[iy * w..][..w].as_ptr());
-            let mut i = 0;
-            while i < w {
-                let m = lane_mask(i, w);
-                let a = _mm512_maskz_loadu_ps(m, lo.add(i));
-                let b = match hi {
-                    Some(hi) => _mm512_maskz_loadu_ps(m, hi.add(i)),
-                    None => _mm512_setzero_ps(),
-                };
-                let a: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(a));
-                let b: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(b));
-                let v = _mm512_or_si512(
-                    _mm512_cvtepu16_epi32(a),
-                    _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(b)),
-                );
-                _mm512_mask_storeu_epi32(d.add(i) as *mut i32, m, v);
-                i += 16;
+    // SAFETY: AVX-512F/BW/BF16 are present (checked by `bf16::simd()`); the loads and stores stay
+    // inside `x` and `xp`, sized from `pad` by the caller.
+    unsafe {
+        let (h, w, wp) = (pad.h, pad.w, pad.wp);
+        let hw = h * w;
+        for q in 0..c.div_ceil(2) {
+            let dst = &mut xp[q * pad.plane..][..pad.plane];
+            let lo_plane = &x[2 * q * hw..][..hw];
+            let hi_plane = (2 * q + 1 < c).then(|| &x[(2 * q + 1) * hw..][..hw]);
+            dst[..wp + 1].iter_mut().for_each(|v| *v = 0.0);
+            for iy in 0..h {
+                let row = (iy + 1) * wp + 1;
+                let d = dst[row..row + w].as_mut_ptr();
+                let lo = lo_plane[iy * w..][..w].as_ptr();
+                let hi = hi_plane.map(|p| p[iy * w..][..w].as_ptr());
+                let mut i = 0;
+                while i < w {
+                    let m = lane_mask(i, w);
+                    let a = _mm512_maskz_loadu_ps(m, lo.add(i));
+                    let b = match hi {
+                        Some(hi) => _mm512_maskz_loadu_ps(m, hi.add(i)),
+                        None => _mm512_setzero_ps(),
+                    };
+                    let a: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(a));
+                    let b: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(b));
+                    let v = _mm512_or_si512(
+                        _mm512_cvtepu16_epi32(a),
+                        _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(b)),
+                    );
+                    _mm512_mask_storeu_epi32(d.add(i) as *mut i32, m, v);
+                    i += 16;
+                }
+                dst[row + w] = 0.0;
+                dst[row + w + 1] = 0.0;
             }
-            dst[row + w] = 0.0;
-            dst[row + w + 1] = 0.0;
+            dst[(h + 1) * wp + 1..].iter_mut().for_each(|v| *v = 0.0);
         }
-        dst[(h + 1) * wp + 1..].iter_mut().for_each(|v| *v = 0.0);
     }
 }
 
@@ -461,29 +486,32 @@ pub fn conv3x3_bf16(pad: &Pad, cp: usize, cout: usize, xp: &[f32], wpk: &[u32], 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn block_bf16(pad: &Pad, cp: usize, xp: &[f32], wb: &[u32], yb: &mut [f32], i0: usize) {
-    let (m, offs) = (vector_masks(pad, i0), tap_offsets(pad));
-    let mut acc = [[_mm512_setzero_ps(); OB]; NV];
-    let xbase = xp.as_ptr() as *const i32;
-    let wbase = wb.as_ptr();
-    for q in 0..cp {
-        let xc = xbase.wrapping_add(q * pad.plane + i0);
-        let wc = wbase.add(q * 9 * OB);
-        for (t, &off) in offs.iter().enumerate() {
-            let x: [__m512bh; NV] = std::array::from_fn(|v| {
-                std::mem::transmute(_mm512_maskz_loadu_epi32(
-                    m[v],
-                    xc.wrapping_add(off + 16 * v),
-                ))
-            });
-            let wt = wc.add(t * OB);
-            #[allow(clippy::needless_range_loop)] // j indexes three accumulator rows
-            for j in 0..OB {
-                let wv: __m512bh = std::mem::transmute(_mm512_set1_epi32(*wt.add(j) as i32));
-                for v in 0..NV {
-                    acc[v][j] = _mm512_dpbf16_ps(acc[v][j], x[v], wv);
+    // SAFETY: AVX-512F/BW/BF16 are present; the same bounds as [`block`], over channel pairs.
+    unsafe {
+        let (m, offs) = (vector_masks(pad, i0), tap_offsets(pad));
+        let mut acc = [[_mm512_setzero_ps(); OB]; NV];
+        let xbase = xp.as_ptr() as *const i32;
+        let wbase = wb.as_ptr();
+        for q in 0..cp {
+            let xc = xbase.wrapping_add(q * pad.plane + i0);
+            let wc = wbase.add(q * 9 * OB);
+            for (t, &off) in offs.iter().enumerate() {
+                let x: [__m512bh; NV] = std::array::from_fn(|v| {
+                    std::mem::transmute(_mm512_maskz_loadu_epi32(
+                        m[v],
+                        xc.wrapping_add(off + 16 * v),
+                    ))
+                });
+                let wt = wc.add(t * OB);
+                #[allow(clippy::needless_range_loop)] // j indexes three accumulator rows
+                for j in 0..OB {
+                    let wv: __m512bh = std::mem::transmute(_mm512_set1_epi32(*wt.add(j) as i32));
+                    for v in 0..NV {
+                        acc[v][j] = _mm512_dpbf16_ps(acc[v][j], x[v], wv);
+                    }
                 }
             }
         }
+        store_block(pad, &acc, m, yb, i0);
     }
-    store_block(pad, &acc, m, yb, i0);
 }
