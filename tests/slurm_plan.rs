@@ -291,7 +291,7 @@ fn cells_run_alone_stop_on_sigterm_resume_and_merge_with_the_missing_named() {
     let a = read_attempt(&cell_dir);
     assert_eq!(a.state, AttemptState::Interrupted, "{a:?}\n{log}");
     let stopped = a.step.unwrap();
-    assert!(stopped >= 3 && stopped < 16, "{a:?}");
+    assert!((3..16).contains(&stopped), "{a:?}");
     assert!(cell_dir.join("checkpoints").exists());
     assert!(
         !out.join("results.csv").exists(),

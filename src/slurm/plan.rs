@@ -194,6 +194,8 @@ pub struct Attempt {
     /// `SLURM_RESTART_COUNT`: how often Slurm requeued the task before this attempt.
     pub restart_count: u32,
     pub host: Option<String>,
+    /// The process id of the attempt on `host`.
+    pub pid: u32,
     /// RFC 3339 UTC.
     pub started: String,
     pub ended: Option<String>,
@@ -284,6 +286,7 @@ pub fn run_planned_cell(
         job: task.job.clone(),
         restart_count: task.restart_count,
         host: task.host.clone(),
+        pid: std::process::id(),
         started: now(),
         ended: None,
         step: None,
@@ -383,9 +386,10 @@ impl CellState {
                         a.message.as_deref().unwrap_or("no message")
                     ),
                     AttemptState::Running => format!(
-                        "running or killed{job} since {} on {}{ckpt}",
+                        "running or killed{job} since {} on {} (pid {}){ckpt}",
                         a.started,
-                        a.host.as_deref().unwrap_or("?")
+                        a.host.as_deref().unwrap_or("?"),
+                        a.pid
                     ),
                     AttemptState::Finished => {
                         format!("results incomplete after a finished attempt{job}{ckpt}")

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use spatial_reasoning::config::ValidConfig;
-use spatial_reasoning::experiment::ArmKind;
+use spatial_reasoning::experiment::{ArmKind, JobProgress};
 use spatial_reasoning::report;
 use spatial_reasoning::slurm::{
     self, cell_states, read_submissions, record_submission, run_planned_cell, sbatch, script,
@@ -196,11 +196,11 @@ pub fn submit(
     let spec = script::array_spec(&todo, cfg.slurm.max_parallel);
     eprintln!(
         "submitted cells {spec} ({} tasks) as job array {cells_job}, and the report as job {report_job} (it starts when every task has ended)\n\
-         follow:\n  \
-         squeue -j {cells_job},{report_job}                      queue state of the tasks\n  \
-         spatial-reasoning run --out {out} --status   each cell's progress and result\n  \
-         tail -f {log}   a cell's log (all its attempts)\n  \
-         scancel {cells_job} {report_job}                       cancel (running cells stop with a checkpoint)\n\
+         follow it with:\n  \
+         squeue -j {cells_job},{report_job}\n  \
+         spatial-reasoning run --out {out} --status\n  \
+         tail -f {log}\n\
+         cancel with `scancel {cells_job} {report_job}` (running cells stop with a checkpoint)\n\
          when job {report_job} has run: {out}/report.md, {out}/results.csv, {out}/plots/\n\
          submit again with the same config to run only the cells not finished",
         todo.len(),
@@ -244,15 +244,13 @@ pub fn cell(out: &Path, index: usize) -> anyhow::Result<()> {
     );
     let stop = stop_flag()?;
     let mut progress = progress_printer(started);
-    let outcome = run_planned_cell(out, index, &task, Some(stop), &mut progress)?;
-    for r in &outcome.rows {
-        eprintln!(
-            "   {} n={}: {:.2}% top-1",
-            r.metric,
-            r.probe_patches,
-            100.0 * r.value
-        );
-    }
+    progress(JobProgress::Run {
+        arm: cell.arm.name.clone(),
+        seed: cell.seed,
+        index: index + 1,
+        total: plan.cells.len(),
+    });
+    run_planned_cell(out, index, &task, Some(stop), &mut progress)?;
     eprintln!(
         "== cell {index} finished in {}",
         fmt_secs(started.elapsed().as_secs_f64())
