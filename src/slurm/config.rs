@@ -29,6 +29,9 @@ pub struct SlurmConfig {
     pub max_parallel: usize,
     /// Further `sbatch` options, one `#SBATCH` line each, e.g. `["--qos=short"]`.
     pub sbatch_args: Vec<String>,
+    /// `--partition` of the report job (one CPU, no GPU, minutes); unset = `partition`. For
+    /// clusters whose GPU partitions refuse jobs without a GPU.
+    pub report_partition: Option<String>,
     /// The command that runs `spatial-reasoning` on the nodes (a path, or a wrapper such as
     /// `apptainer exec sr.sif spatial-reasoning`); unset = the absolute path of the binary
     /// that submits.
@@ -46,6 +49,7 @@ impl Default for SlurmConfig {
             gpus: 0,
             max_parallel: 0,
             sbatch_args: Vec::new(),
+            report_partition: None,
             command: None,
         }
     }
@@ -219,6 +223,7 @@ mod tests {
             "slurm.max_parallel=6",
             "slurm.sbatch_args=[\"--qos=short\", \"--constraint=a100\"]",
             "slurm.command=\"apptainer exec sr.sif spatial-reasoning\"",
+            "slurm.report_partition=cpu",
         ])
         .unwrap();
         let cases: [(&str, &str); 9] = [

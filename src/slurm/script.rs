@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 
 use super::{parse_time_minutes, SlurmConfig, SlurmError};
 
+/// Seconds before its time limit that a cell is sent SIGTERM (`--signal=B:TERM@120`).
+pub const SIGNAL_BEFORE_S: u64 = 120;
+/// The shortest time limit (minutes) that gets the early SIGTERM.
+const SIGNAL_MIN_LIMIT: u64 = 10;
+
 /// What the scripts are written for.
 #[derive(Clone, Debug)]
 pub struct ScriptInputs<'a> {
@@ -110,9 +115,14 @@ fn job_name(name: &str) -> String {
     format!("sr-{clean}")
 }
 
-/// The `#SBATCH` lines both scripts share: partition, account, extra arguments.
-fn shared_lines(s: &mut String, slurm: &SlurmConfig) {
-    if let Some(p) = &slurm.partition {
+/// The `#SBATCH` lines both scripts share: partition (the report's own when `report`), account,
+/// extra arguments.
+fn shared_lines(s: &mut String, slurm: &SlurmConfig, report: bool) {
+    let partition = match (&slurm.report_partition, report) {
+        (Some(p), true) => Some(p),
+        _ => slurm.partition.as_ref(),
+    };
+    if let Some(p) = partition {
         let _ = writeln!(s, "#SBATCH --partition={p}");
     }
     if let Some(a) = &slurm.account {
@@ -126,7 +136,8 @@ fn shared_lines(s: &mut String, slurm: &SlurmConfig) {
 /// The job array script: task `i` runs `COMMAND run --out DIR --cell i`, as the task's main
 /// process (`exec`, so it receives Slurm's SIGTERM itself). Logs append to
 /// `DIR/slurm/logs/cell-i.out` across attempts; `--requeue` lets Slurm requeue a task whose node
-/// fails or which is preempted.
+/// fails or which is preempted; with a time limit of 10 minutes or more, the cell gets SIGTERM
+/// [`SIGNAL_BEFORE_S`] seconds before it.
 pub fn cells_script(inp: &ScriptInputs<'_>) -> Result<String, SlurmError> {
     let out = sbatch_path(inp.out)?;
     let workdir = sbatch_path(inp.workdir)?;
@@ -134,11 +145,13 @@ pub fn cells_script(inp: &ScriptInputs<'_>) -> Result<String, SlurmError> {
     let _ = writeln!(s, "#!/bin/bash");
     let _ = writeln!(
         s,
-        "# Written by `spatial-reasoning run --slurm` ({}): array task i runs cell i of\n\
-         # {out}/plan.json (its arm, seed and run directory are listed there) and writes only in\n\
-         # that cell's directory. On SIGTERM (time limit, preemption, scancel) a cell stops with a\n\
-         # checkpoint; a requeued task, or `run --slurm` again with the same config, resumes it.\n\
-         # The report job ({out}/slurm/report.sbatch) runs after every task has ended.",
+        "# The cells of a spatial-reasoning job, written by `spatial-reasoning run --slurm` ({}).\n\
+         # Array task i runs cell i of the plan (its arm, seed and run directory are listed there)\n\
+         #   {out}/plan.json\n\
+         # and writes only inside that cell's directory. On SIGTERM (time limit, preemption,\n\
+         # scancel) a cell stops with a checkpoint; a requeued task, or `run --slurm` again with the\n\
+         # same config, resumes it. The report job (report.sbatch beside this file) runs after every\n\
+         # task has ended.",
         env!("CARGO_PKG_VERSION")
     );
     let _ = writeln!(s, "#SBATCH --job-name={}", job_name(inp.name));
@@ -154,6 +167,12 @@ pub fn cells_script(inp: &ScriptInputs<'_>) -> Result<String, SlurmError> {
     let _ = writeln!(s, "#SBATCH --cpus-per-task={}", inp.slurm.cpus_per_task);
     if let Some(t) = &inp.slurm.time {
         let _ = writeln!(s, "#SBATCH --time={t}");
+        // SIGTERM two minutes before the limit, to the task itself (`B:`: the batch step is the
+        // cell, which `exec` made the main process), so the cell's last step and checkpoint
+        // need not fit into the cluster's KillWait after the limit.
+        if parse_time_minutes(t).is_some_and(|m| m >= SIGNAL_MIN_LIMIT) {
+            let _ = writeln!(s, "#SBATCH --signal=B:TERM@{SIGNAL_BEFORE_S}");
+        }
     }
     if let Some(m) = &inp.slurm.mem {
         let _ = writeln!(s, "#SBATCH --mem={m}");
@@ -161,7 +180,7 @@ pub fn cells_script(inp: &ScriptInputs<'_>) -> Result<String, SlurmError> {
     if inp.slurm.gpus > 0 {
         let _ = writeln!(s, "#SBATCH --gres=gpu:{}", inp.slurm.gpus);
     }
-    shared_lines(s, inp.slurm);
+    shared_lines(s, inp.slurm, false);
     let _ = writeln!(
         s,
         "exec {} run --out {} --cell \"$SLURM_ARRAY_TASK_ID\"",
@@ -180,9 +199,11 @@ pub fn report_script(inp: &ScriptInputs<'_>) -> Result<String, SlurmError> {
     let _ = writeln!(s, "#!/bin/bash");
     let _ = writeln!(
         s,
-        "# Written by `spatial-reasoning run --slurm` ({}): merges every finished cell of\n\
-         # {out}/plan.json into results.csv, report.md and plots/ there, naming the cells\n\
-         # that failed or did not finish. Submitted with --dependency=afterany:<cells job>.",
+        "# The report of a spatial-reasoning job, written by `spatial-reasoning run --slurm` ({}).\n\
+         # Merges every finished cell of the plan\n\
+         #   {out}/plan.json\n\
+         # into results.csv, report.md and plots/ beside it, naming the cells that failed or did\n\
+         # not finish. Submitted with --dependency=afterany:<the cells' job>.",
         env!("CARGO_PKG_VERSION")
     );
     let _ = writeln!(s, "#SBATCH --job-name={}-report", job_name(inp.name));
@@ -197,7 +218,7 @@ pub fn report_script(inp: &ScriptInputs<'_>) -> Result<String, SlurmError> {
         .unwrap_or(30)
         .clamp(1, 30);
     let _ = writeln!(s, "#SBATCH --time={minutes}");
-    shared_lines(s, inp.slurm);
+    shared_lines(s, inp.slurm, true);
     let _ = writeln!(
         s,
         "exec {} run --out {} --merge",
@@ -248,6 +269,7 @@ mod tests {
             gpus: 1,
             max_parallel: 6,
             sbatch_args: vec!["--qos=normal".into()],
+            report_partition: None,
             command: None,
         };
         let s = cells_script(&inputs(&slurm, &[0, 1, 2, 5])).unwrap();
@@ -259,7 +281,7 @@ mod tests {
             "#SBATCH --chdir=/home/me/sr\n",
             "#SBATCH --requeue\n",
             "#SBATCH --cpus-per-task=8\n",
-            "#SBATCH --time=12:00:00\n",
+            "#SBATCH --time=12:00:00\n#SBATCH --signal=B:TERM@120\n",
             "#SBATCH --mem=32G\n",
             "#SBATCH --gres=gpu:1\n",
             "#SBATCH --partition=gpu\n",
@@ -280,6 +302,17 @@ mod tests {
             .all(|l| !l.starts_with("#SBATCH")));
         let r = report_script(&inputs(&slurm, &[0])).unwrap();
         assert!(r.contains("#SBATCH --time=30\n") && r.contains("#SBATCH --cpus-per-task=1\n"));
+        let own = SlurmConfig {
+            report_partition: Some("cpu".into()),
+            ..slurm.clone()
+        };
+        let r2 = report_script(&inputs(&own, &[0])).unwrap();
+        assert!(
+            r2.contains("#SBATCH --partition=cpu\n") && !r2.contains("=gpu"),
+            "{r2}"
+        );
+        let s2 = cells_script(&inputs(&own, &[0])).unwrap();
+        assert!(s2.contains("#SBATCH --partition=gpu\n"), "{s2}");
         assert!(!r.contains("--gres") && !r.contains("--mem") && !r.contains("--array"));
         assert!(
             r.contains("#SBATCH --partition=gpu\n#SBATCH --account=proj\n#SBATCH --qos=normal\n")
@@ -303,6 +336,17 @@ mod tests {
         };
         let r = report_script(&inputs(&short, &[0])).unwrap();
         assert!(r.contains("#SBATCH --time=10\n"), "{r}");
+        let s = cells_script(&inputs(&short, &[0])).unwrap();
+        assert!(
+            s.contains("#SBATCH --time=10\n#SBATCH --signal=B:TERM@120\n"),
+            "{s}"
+        );
+        let shorter = SlurmConfig {
+            time: Some("9".into()),
+            ..SlurmConfig::default()
+        };
+        let s = cells_script(&inputs(&shorter, &[0])).unwrap();
+        assert!(!s.contains("--signal"), "a limit under 10 minutes: {s}");
     }
 
     #[test]

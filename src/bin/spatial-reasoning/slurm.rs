@@ -51,6 +51,9 @@ pub struct ClusterArgs {
         allow_hyphen_values = true
     )]
     sbatch_arg: Vec<String>,
+    /// Partition of the report job (slurm.report_partition; default: --partition).
+    #[arg(long, requires = "slurm")]
+    report_partition: Option<String>,
     /// The command that runs spatial-reasoning on the nodes (slurm.command; default: this
     /// binary's absolute path).
     #[arg(long, requires = "slurm", value_name = "COMMAND")]
@@ -70,6 +73,7 @@ impl ClusterArgs {
         set(&self.time, &mut s.time);
         set(&self.mem, &mut s.mem);
         set(&self.node_command, &mut s.command);
+        set(&self.report_partition, &mut s.report_partition);
         if let Some(n) = self.cpus_per_task {
             s.cpus_per_task = n;
         }
