@@ -384,3 +384,54 @@ fn cells_run_alone_stop_on_sigterm_resume_and_merge_with_the_missing_named() {
     assert!(script.contains("#SBATCH --array=2-3\n"), "{script}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `(arm, seed, metric, n) → value` of a results CSV.
+fn numbers(csv: &Path) -> Vec<(String, u64, String, usize, f64)> {
+    let mut v: Vec<_> = spatial_reasoning::report::read_results_csv(csv)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.arm, r.seed, r.metric, r.probe_patches, r.value))
+        .collect();
+    v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    v
+}
+
+#[test]
+fn reference_arms_run_as_cells_give_the_local_numbers() {
+    let dir = tmp("refs");
+    let cfg = write_config(&dir, "tiny", "");
+    let sets = [
+        "--set",
+        "run.arms=[\"random-init\", \"supervised\"]",
+        "--seeds",
+        "3",
+    ];
+    let (local, cells) = (dir.join("local"), dir.join("cells"));
+    let mut args = vec!["--config", s(&cfg), "--out", s(&local)];
+    args.extend(sets);
+    ok(&args);
+    let mut args = vec![
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&cells),
+        "--slurm",
+        "--dry-run",
+    ];
+    args.extend(sets);
+    ok(&args);
+    ok(&["--out", s(&cells), "--cell", "0"]);
+    ok(&["--out", s(&cells), "--cell", "1"]);
+    ok(&["--out", s(&cells), "--merge"]);
+    let want = numbers(&local.join("results.csv"));
+    assert_eq!(want.len(), 4, "two cells × (linear n=0, kNN)");
+    assert_eq!(numbers(&cells.join("results.csv")), want);
+    for cell in ["random-init/seed-3", "supervised/seed-3"] {
+        assert_eq!(
+            std::fs::read_to_string(cells.join(cell).join("config.toml")).unwrap(),
+            std::fs::read_to_string(local.join(cell).join("config.toml")).unwrap(),
+            "{cell}: the same cell config"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
