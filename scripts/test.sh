@@ -32,6 +32,23 @@ echo "== cargo test --release (optimised: tensor code is ~60x slower in debug)"
 cargo test --release --no-fail-fast 2>&1 | tee target/test-output.txt
 # cargo test exits non-zero on any failure (pipefail); print the totals for the log.
 
+echo "== Slurm: run --slurm against a real single-node cluster (scripts/slurm-local.sh)"
+: >target/slurm-test-output.txt
+if [ "$(id -u)" != 0 ] && [ "${CI:-}" != true ]; then
+  echo "skipped: starting the local cluster needs root (apt-get, munged, slurmd)"
+else
+  slurm_started=$(date +%s)
+  # SlurmdTimeout 10 s instead of 30: the node-failure test waits for the node to go DOWN (measured
+  # here: 29 s after the crash instead of 37-42 s).
+  slurm_env=$(SLURM_LOCAL_SLURMD_TIMEOUT=10 bash scripts/slurm-local.sh start)
+  eval "$slurm_env"
+  trap 'bash scripts/slurm-local.sh stop' EXIT
+  cargo test --release --test slurm_cluster -- --ignored --test-threads=1 2>&1 | tee target/slurm-test-output.txt
+  trap - EXIT
+  bash scripts/slurm-local.sh stop
+  echo "slurm step: $(( $(date +%s) - slurm_started )) s"
+fi
+
 echo "== fuzz the dataset readers and the config parser (10 s per target, libFuzzer on stable)"
 if ! cargo install --list | grep -q "^cargo-fuzz v0.13.2:"; then
   cargo install cargo-fuzz --version 0.13.2 --locked
@@ -42,8 +59,8 @@ echo "== notebooks (evcxr Rust kernel, headless; installs evcxr_jupyter 0.22.0 o
 bash scripts/notebooks.sh 2>&1 | tee target/notebooks-output.txt
 
 # Totals for the log: every cargo test binary's counts plus the notebooks' line.
-passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+passed=$(cat target/test-output.txt target/slurm-test-output.txt | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(cat target/test-output.txt target/slurm-test-output.txt | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 nb=$(grep -E '^[0-9]+ passed, [0-9]+ failed' target/notebooks-output.txt | tail -n 1)
 nb_passed=$(echo "$nb" | grep -Eo '^[0-9]+')
 nb_failed=$(echo "$nb" | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+')

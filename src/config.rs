@@ -406,6 +406,8 @@ pub struct Config {
     pub eval: EvalConfig,
     pub diagnostics: DiagnosticsConfig,
     pub run: RunConfig,
+    /// Where `run --slurm` runs the cells; changes nothing a cell computes.
+    pub slurm: crate::slurm::SlurmConfig,
 }
 
 /// One invalid condition, named, with the key and the allowed range.
@@ -511,6 +513,12 @@ pub enum ConfigError {
     NoArms,
     #[error("run.sweep.\"{key}\": {message}")]
     Sweep { key: String, message: String },
+    #[error("slurm.{key} = {value}: {message}")]
+    Slurm {
+        key: &'static str,
+        value: String,
+        message: String,
+    },
 }
 
 /// A configuration that passed [`Config::check`]. Derefs to the raw config; the resolved values
@@ -637,7 +645,7 @@ impl Config {
                 .ok_or_else(|| ConfigError::Override {
                     key: key.to_string(),
                     message: format!(
-                        "unknown section `{}` (expected data, backbone, method, optim, train, eval, diagnostics, run)",
+                        "unknown section `{}` (expected data, backbone, method, optim, train, eval, diagnostics, run, slurm)",
                         parts[0]
                     ),
                 })?;
@@ -833,6 +841,7 @@ impl Config {
                 });
             }
         }
+        self.slurm.check()?;
         Ok(ValidConfig {
             raw: self,
             patch_size,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dfdx::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::augment::Normalize;
 use crate::config::{Config, ValidConfig};
@@ -47,6 +48,17 @@ pub enum JobError {
     File { path: PathBuf, detail: String },
     #[error("device: {0}")]
     Device(String),
+    #[error(
+        "interrupted in {}: stopped at step {step} of {total} with a checkpoint; run the same command again to resume",
+        dir.display()
+    )]
+    Interrupted { dir: PathBuf, step: u64, total: u64 },
+    #[error(
+        "{}: another process is running this cell (it holds {}/.lock); wait for it to end",
+        dir.display(),
+        dir.display()
+    )]
+    Busy { dir: PathBuf },
 }
 
 fn file_err(path: &Path, detail: impl ToString) -> JobError {
@@ -417,7 +429,7 @@ fn load_backbone<B: Backbone<crate::Device>, const OUT: usize>(
 }
 
 /// One arm of a job.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Arm {
     /// Display name, e.g. `sr`, `rr`, `sr method.patches=3`.
     pub name: String,
@@ -426,7 +438,8 @@ pub struct Arm {
     pub overrides: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ArmKind {
     RandomInit,
     Pretrain,
@@ -517,6 +530,75 @@ pub fn arm_dir(out: &Path, arm: &str, seed: u64) -> PathBuf {
         })
         .collect();
     out.join(slug).join(format!("seed-{seed}"))
+}
+
+/// One cell of a job: one arm with one seed, run in its own directory below the job's output
+/// directory. Cells are independent: each reads only the job's configuration and writes only
+/// inside its directory, so they can run in any order or at the same time (a Slurm job array).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Position in the job's order (seeds outermost, then arms in [`expand_arms`] order); the
+    /// Slurm array index of the cell.
+    pub index: usize,
+    pub arm: Arm,
+    pub seed: u64,
+    /// The run directory relative to the job's output directory, e.g. `rr/seed-1`.
+    pub dir: PathBuf,
+}
+
+impl Cell {
+    /// The cell's run directory below the job's output directory `out`.
+    pub fn run_dir(&self, out: &Path) -> PathBuf {
+        out.join(&self.dir)
+    }
+
+    /// The cell's configuration: the job's, without its `[slurm]` section (where a cell runs
+    /// does not change what it computes), plus the arm's overrides and the seed.
+    pub fn config(&self, job: &ValidConfig) -> Result<ValidConfig, JobError> {
+        let mut raw = job.raw().clone();
+        raw.slurm = Default::default();
+        let mut sets = self.arm.overrides.clone();
+        sets.push(format!("train.seed={}", self.seed));
+        Ok(raw.apply_overrides(&sets)?.check()?)
+    }
+
+    /// The probes of the cell: SR arms every n of `eval.probe_patches`; the other arms (RR,
+    /// random-init, supervised) only n = 0, since n > 0 probes are SR's evaluation.
+    pub fn eval_plan(&self, cell_cfg: &ValidConfig) -> EvalPlan {
+        let plan = EvalPlan::from_config(cell_cfg);
+        match self.arm.kind {
+            ArmKind::Pretrain if !cell_cfg.method.is_rr() => plan,
+            _ => EvalPlan {
+                probe_patches: plan
+                    .probe_patches
+                    .iter()
+                    .copied()
+                    .filter(|&n| n == 0)
+                    .collect(),
+                ..plan
+            },
+        }
+    }
+}
+
+/// The cells of a job in their stable order: for each seed, every arm of [`expand_arms`].
+/// Every cell's configuration is validated before any work starts.
+pub fn plan_cells(cfg: &ValidConfig, seeds: &[u64]) -> Result<Vec<Cell>, JobError> {
+    let arms = expand_arms(cfg)?;
+    let mut cells = Vec::with_capacity(arms.len() * seeds.len());
+    for &seed in seeds {
+        for arm in &arms {
+            let cell = Cell {
+                index: cells.len(),
+                arm: arm.clone(),
+                seed,
+                dir: arm_dir(Path::new(""), &arm.name, seed),
+            };
+            cell.config(cfg)?;
+            cells.push(cell);
+        }
+    }
+    Ok(cells)
 }
 
 /// What a finished job produced.
@@ -703,8 +785,23 @@ pub fn read_diagnostics(outcome: &JobOutcome) -> Result<DiagnosticsFiles, JobErr
     Ok(out)
 }
 
-/// Read results already written to `run_dir/eval/` (so a restarted job skips finished runs).
-fn existing_results(run_dir: &Path, plan: &EvalPlan) -> Option<Vec<EvalResult>> {
+/// What one cell produced.
+#[derive(Clone, Debug)]
+pub struct CellOutcome {
+    /// One row per probe.
+    pub rows: Vec<ResultRow>,
+    /// The pretraining run directory (for loss curves); `None` for random-init and supervised.
+    pub pretrain_dir: Option<PathBuf>,
+    /// True when every result was already on disk and nothing ran.
+    pub reused: bool,
+}
+
+/// Read results already written to `run_dir/eval/` (so a restarted job skips finished runs),
+/// each with the time its file was written.
+fn existing_results(
+    run_dir: &Path,
+    plan: &EvalPlan,
+) -> Option<Vec<(EvalResult, std::time::SystemTime)>> {
     let mut names: Vec<String> = Vec::new();
     if plan.linear {
         names.extend(
@@ -719,14 +816,174 @@ fn existing_results(run_dir: &Path, plan: &EvalPlan) -> Option<Vec<EvalResult>> 
     names
         .iter()
         .map(|n| {
-            let text = std::fs::read_to_string(run_dir.join("eval").join(n)).ok()?;
-            serde_json::from_str(&text).ok()
+            let path = run_dir.join("eval").join(n);
+            let text = std::fs::read_to_string(&path).ok()?;
+            let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+            Some((serde_json::from_str(&text).ok()?, written))
         })
         .collect()
 }
 
-/// The main job: every arm × seed, pretrained (or not) and evaluated; rows appended to
-/// `out/results.csv`. The report is written by the caller from the outcome.
+/// The rows of a cell whose every probe result is in its `eval/` (`None` while any is missing),
+/// stamped with the time each result file was written. Nothing is run.
+pub fn finished_rows(
+    job: &ValidConfig,
+    cell: &Cell,
+    out: &Path,
+) -> Result<Option<Vec<ResultRow>>, JobError> {
+    let cell_cfg = cell.config(job)?;
+    let dir = cell.run_dir(out);
+    let Some(done) = existing_results(&dir, &cell.eval_plan(&cell_cfg)) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        done.iter()
+            .map(|(r, written)| {
+                let mut row = ResultRow::new(
+                    &dir.display().to_string(),
+                    &cell.arm.name,
+                    cell.seed,
+                    cell_cfg.data.dataset.name(),
+                    cell_cfg.backbone.name.name(),
+                    r,
+                );
+                let secs = written
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                row.timestamp = Some(eval::results::rfc3339_utc(secs));
+                row
+            })
+            .collect(),
+    ))
+}
+
+/// Take the cell's lock, `RUN/.lock` (an advisory `flock`, released when the holder exits,
+/// however it exits), so two processes never run one cell at once. With `wait`, block until the
+/// holder is gone (a requeued Slurm task whose first run is still being killed); without, a held
+/// lock is [`JobError::Busy`]. Keep the returned file open while the cell runs.
+pub fn lock_cell(run_dir: &Path, wait: bool) -> Result<std::fs::File, JobError> {
+    std::fs::create_dir_all(run_dir).map_err(|e| file_err(run_dir, e))?;
+    let path = run_dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| file_err(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) if wait => {
+            file.lock().map_err(|e| file_err(&path, e))?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(JobError::Busy {
+            dir: run_dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(file_err(&path, e)),
+    }
+}
+
+/// Run one cell: pretrain (resuming from the newest checkpoint when the directory already holds
+/// the run) or build the reference backbone, evaluate, and write `RUN/eval/*.json`; with `csv`,
+/// append the rows to it too (the local job's log). A cell whose results are all on disk is not
+/// run again. `data` is the job's training split and the probe's data ([`prepare_eval_data`]).
+/// A stop request during pretraining ends with a checkpoint and [`JobError::Interrupted`].
+pub fn run_cell(
+    job: &ValidConfig,
+    cell: &Cell,
+    out: &Path,
+    data: (&TrainData, &EvalData),
+    csv: Option<&Path>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    progress: &mut dyn FnMut(JobProgress),
+) -> Result<CellOutcome, JobError> {
+    let (base, eval_data) = data;
+    let arm_cfg = cell.config(job)?;
+    let dir = cell.run_dir(out);
+    let plan = cell.eval_plan(&arm_cfg);
+    let pretrain_dir = (cell.arm.kind == ArmKind::Pretrain).then(|| dir.clone());
+    // A random-init arm measures its diagnostics once (cheap: no training), also when its
+    // evaluation was done before diagnostics existed.
+    if cell.arm.kind == ArmKind::RandomInit
+        && arm_cfg.diagnostics.enabled
+        && !dir.join(RANDOM_INIT_DIAGNOSTICS).exists()
+    {
+        progress(JobProgress::Eval(
+            "diagnostics of the initial backbone".into(),
+        ));
+        random_init_diagnostics(&arm_cfg, &base.train, eval_data, &dir)?;
+    }
+    if let Some(rows) = finished_rows(job, cell, out)? {
+        progress(JobProgress::Eval(format!(
+            "{}: already evaluated, reusing",
+            dir.display()
+        )));
+        return Ok(CellOutcome {
+            rows,
+            pretrain_dir,
+            reused: true,
+        });
+    }
+    let results = match cell.arm.kind {
+        ArmKind::Pretrain => {
+            let resume = dir.join("config.toml").exists();
+            let mut cb = |p: &train::Progress| progress(JobProgress::Train(p.clone()));
+            let outcome = train::pretrain(
+                &arm_cfg,
+                base,
+                &dir,
+                PretrainOptions {
+                    resume,
+                    stop,
+                    progress: Some(&mut cb),
+                    stop_at_step: None,
+                    test: Some(&eval_data.test),
+                },
+            )?;
+            if outcome.interrupted {
+                return Err(JobError::Interrupted {
+                    dir,
+                    step: outcome.steps,
+                    total: outcome.total_steps,
+                });
+            }
+            let (found, _) = checkpoint::find_latest(&dir).map_err(TrainError::from)?;
+            evaluate_source(
+                &arm_cfg,
+                BackboneSource::Checkpoint(&found.model_path()),
+                eval_data,
+                &plan,
+                progress,
+            )?
+        }
+        ArmKind::RandomInit | ArmKind::Supervised => {
+            std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+            checkpoint::write_atomic(
+                &dir.join("config.toml"),
+                arm_cfg.raw().to_toml_string().as_bytes(),
+            )
+            .map_err(TrainError::from)?;
+            let source = if cell.arm.kind == ArmKind::Supervised {
+                BackboneSource::Supervised
+            } else {
+                BackboneSource::RandomInit
+            };
+            evaluate_source(&arm_cfg, source, eval_data, &plan, progress)?
+        }
+    };
+    let rows = save_results(&dir, csv, &cell.arm.name, &arm_cfg, &results)?;
+    for r in &rows {
+        progress(JobProgress::Result(r.clone()));
+    }
+    Ok(CellOutcome {
+        rows,
+        pretrain_dir,
+        reused: false,
+    })
+}
+
+/// The main job: every cell of [`plan_cells`] in order, pretrained (or not) and evaluated; rows
+/// appended to `out/results.csv`. The report is written by the caller from the outcome.
 pub fn run_job(
     cfg: &ValidConfig,
     seeds: &[u64],
@@ -735,135 +992,38 @@ pub fn run_job(
     progress: &mut dyn FnMut(JobProgress),
 ) -> Result<JobOutcome, JobError> {
     let started = Instant::now();
-    let arms = expand_arms(cfg)?;
+    let cells = plan_cells(cfg, seeds)?;
     std::fs::create_dir_all(out).map_err(|e| file_err(out, e))?;
     let csv = out.join("results.csv");
     let base = train::prepare_data(cfg)?;
     let eval_data = prepare_eval_data(cfg, &base)?;
-    let total = arms.len() * seeds.len();
     let mut rows = Vec::new();
     let mut runs = Vec::new();
     let mut random_init = Vec::new();
-    let mut index = 0;
-    for &seed in seeds {
-        for arm in &arms {
-            index += 1;
-            progress(JobProgress::Run {
-                arm: arm.name.clone(),
-                seed,
-                index,
-                total,
-            });
-            let mut sets = arm.overrides.clone();
-            sets.push(format!("train.seed={seed}"));
-            let arm_cfg = cfg.raw().apply_overrides(&sets)?.check()?;
-            let dir = arm_dir(out, &arm.name, seed);
-            let plan = EvalPlan::from_config(&arm_cfg);
-            let plan = match arm.kind {
-                ArmKind::Pretrain if !arm_cfg.method.is_rr() => plan,
-                // n > 0 probes are SR's evaluation; the other arms report n = 0 and kNN.
-                _ => EvalPlan {
-                    probe_patches: plan
-                        .probe_patches
-                        .iter()
-                        .copied()
-                        .filter(|&n| n == 0)
-                        .collect(),
-                    ..plan
-                },
-            };
-            // A random-init arm measures its diagnostics once (cheap: no training), also when
-            // its evaluation was done before diagnostics existed.
-            if arm.kind == ArmKind::RandomInit
-                && arm_cfg.diagnostics.enabled
-                && !dir.join(RANDOM_INIT_DIAGNOSTICS).exists()
-            {
-                progress(JobProgress::Eval(
-                    "diagnostics of the initial backbone".into(),
-                ));
-                random_init_diagnostics(&arm_cfg, &base.train, &eval_data, &dir)?;
-            }
-            if arm.kind == ArmKind::RandomInit {
-                random_init.push((arm.name.clone(), seed, dir.clone()));
-            }
-            if let Some(done) = existing_results(&dir, &plan) {
-                progress(JobProgress::Eval(format!(
-                    "{}: already evaluated, reusing",
-                    dir.display()
-                )));
-                let new_rows: Vec<ResultRow> = done
-                    .iter()
-                    .map(|r| {
-                        ResultRow::new(
-                            &dir.display().to_string(),
-                            &arm.name,
-                            seed,
-                            arm_cfg.data.dataset.name(),
-                            arm_cfg.backbone.name.name(),
-                            r,
-                        )
-                    })
-                    .collect();
-                rows.extend(new_rows);
-                if arm.kind == ArmKind::Pretrain {
-                    runs.push((arm.name.clone(), seed, dir));
-                }
-                continue;
-            }
-            let results = match arm.kind {
-                ArmKind::Pretrain => {
-                    let resume = dir.join("config.toml").exists();
-                    let mut cb = |p: &train::Progress| progress(JobProgress::Train(p.clone()));
-                    let outcome = train::pretrain(
-                        &arm_cfg,
-                        &base,
-                        &dir,
-                        PretrainOptions {
-                            resume,
-                            stop,
-                            progress: Some(&mut cb),
-                            stop_at_step: None,
-                            test: Some(&eval_data.test),
-                        },
-                    )?;
-                    if outcome.interrupted {
-                        return Err(TrainError::Other(format!(
-                            "interrupted in {}; run the same command again to resume",
-                            dir.display()
-                        ))
-                        .into());
-                    }
-                    runs.push((arm.name.clone(), seed, dir.clone()));
-                    let (found, _) = checkpoint::find_latest(&dir).map_err(TrainError::from)?;
-                    evaluate_source(
-                        &arm_cfg,
-                        BackboneSource::Checkpoint(&found.model_path()),
-                        &eval_data,
-                        &plan,
-                        progress,
-                    )?
-                }
-                ArmKind::RandomInit | ArmKind::Supervised => {
-                    std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
-                    checkpoint::write_atomic(
-                        &dir.join("config.toml"),
-                        arm_cfg.raw().to_toml_string().as_bytes(),
-                    )
-                    .map_err(TrainError::from)?;
-                    let source = if arm.kind == ArmKind::Supervised {
-                        BackboneSource::Supervised
-                    } else {
-                        BackboneSource::RandomInit
-                    };
-                    evaluate_source(&arm_cfg, source, &eval_data, &plan, progress)?
-                }
-            };
-            let new_rows = save_results(&dir, Some(&csv), &arm.name, &arm_cfg, &results)?;
-            for r in &new_rows {
-                progress(JobProgress::Result(r.clone()));
-            }
-            rows.extend(new_rows);
+    for cell in &cells {
+        progress(JobProgress::Run {
+            arm: cell.arm.name.clone(),
+            seed: cell.seed,
+            index: cell.index + 1,
+            total: cells.len(),
+        });
+        let _lock = lock_cell(&cell.run_dir(out), false)?;
+        let done = run_cell(
+            cfg,
+            cell,
+            out,
+            (&base, &eval_data),
+            Some(&csv),
+            stop,
+            progress,
+        )?;
+        if cell.arm.kind == ArmKind::RandomInit {
+            random_init.push((cell.arm.name.clone(), cell.seed, cell.run_dir(out)));
         }
+        if let Some(dir) = done.pretrain_dir {
+            runs.push((cell.arm.name.clone(), cell.seed, dir));
+        }
+        rows.extend(done.rows);
     }
     Ok(JobOutcome {
         rows,

@@ -24,6 +24,7 @@ pub mod ops;
 pub mod optim;
 pub mod report;
 pub mod rng;
+pub mod slurm;
 pub mod train;
 
 pub use ops::{precision, set_precision, Precision};

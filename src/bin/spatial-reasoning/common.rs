@@ -158,7 +158,9 @@ pub fn fmt_secs(s: f64) -> String {
     }
 }
 
-/// Install a SIGINT handler that sets the returned flag (training checkpoints and stops).
+/// Install a handler of SIGINT (Ctrl-C), SIGTERM (Slurm's time limit, preemption, scancel)
+/// and SIGHUP that sets the returned flag: training finishes its step, writes a checkpoint and
+/// stops. A second signal exits at once, without a checkpoint.
 pub fn stop_flag() -> anyhow::Result<&'static std::sync::atomic::AtomicBool> {
     use std::sync::atomic::{AtomicBool, Ordering};
     static STOP: AtomicBool = AtomicBool::new(false);
@@ -170,9 +172,9 @@ pub fn stop_flag() -> anyhow::Result<&'static std::sync::atomic::AtomicBool> {
                 eprintln!("\nsecond interrupt: exiting without a checkpoint");
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupt: finishing the current step and writing a checkpoint (Ctrl-C again to abort)");
+            eprintln!("\ninterrupt (Ctrl-C or SIGTERM): finishing the current step and writing a checkpoint (a second one aborts)");
         })
-        .context("installing the SIGINT handler");
+        .context("installing the SIGINT/SIGTERM handler");
     });
     result.map(|_| &STOP)
 }

@@ -12,6 +12,7 @@ mod patches;
 mod pretrain;
 mod report;
 mod run;
+mod slurm;
 
 #[derive(Parser)]
 #[command(

@@ -1,13 +1,14 @@
 //! `run [--config FILE] [--seeds 1,2,3] [--out DIR] [--set k=v …]`: the main job.
 //!
 //! With no arguments it runs the embedded `configs/quickstart.toml` (synthetic data, no
-//! download) and writes `runs/quickstart/report.md`.
+//! download) and writes `runs/quickstart/report.md`. With `--slurm` the same cells go to a Slurm
+//! cluster instead (see `slurm.rs` here and `spatial_reasoning::slurm`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use spatial_reasoning::config::Config;
-use spatial_reasoning::experiment::{self, JobProgress};
+use spatial_reasoning::config::{Config, ValidConfig};
+use spatial_reasoning::experiment::{self, JobOutcome, JobProgress};
 use spatial_reasoning::report::{self, PatchPanel, ReportInput};
 
 use crate::common::{fmt_secs, init_threads, stop_flag, ProgressPrinter};
@@ -29,9 +30,37 @@ pub struct Args {
     /// Override a config value, e.g. `--set train.epochs=5` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     sets: Vec<String>,
+    /// Submit the cells (arm × seed) to Slurm as a job array, plus a report job that merges
+    /// them into OUT/report.md; again with the same config, submit only unfinished cells.
+    #[arg(long)]
+    pub slurm: bool,
+    /// With --slurm: write OUT/plan.json and the sbatch scripts and print them; submit nothing.
+    #[arg(long, requires = "slurm")]
+    pub dry_run: bool,
+    /// Run cell N of OUT/plan.json (what Slurm array task N does).
+    #[arg(long, value_name = "N", requires = "out", conflicts_with_all = ["config", "seeds", "sets", "slurm", "merge", "status"])]
+    pub cell: Option<usize>,
+    /// Merge the finished cells of OUT/plan.json into OUT/results.csv and OUT/report.md, naming
+    /// the cells without results (what the Slurm report job does).
+    #[arg(long, requires = "out", conflicts_with_all = ["config", "seeds", "sets", "slurm", "status"])]
+    pub merge: bool,
+    /// Print the state of every cell of OUT/plan.json (and of its Slurm tasks).
+    #[arg(long, requires = "out", conflicts_with_all = ["config", "seeds", "sets", "slurm"])]
+    pub status: bool,
+    #[command(flatten)]
+    pub cluster: crate::slurm::ClusterArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let (Some(index), Some(out)) = (args.cell, &args.out) {
+        return crate::slurm::cell(out, index);
+    }
+    if let (true, Some(out)) = (args.merge, &args.out) {
+        return crate::slurm::merge(out);
+    }
+    if let (true, Some(out)) = (args.status, &args.out) {
+        return crate::slurm::status(out);
+    }
     let started = Instant::now();
     let (raw, name) = match &args.config {
         Some(p) => (
@@ -42,8 +71,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => (Config::from_toml_str(QUICKSTART)?, "quickstart".to_string()),
     };
-    let cfg = raw.apply_overrides(&args.sets)?.check()?;
-    init_threads(cfg.train.threads);
+    let mut raw = raw.apply_overrides(&args.sets)?;
+    args.cluster.apply(&mut raw.slurm);
+    let cfg = raw.check()?;
     let seeds = if args.seeds.is_empty() {
         cfg.run.seeds.clone()
     } else {
@@ -53,6 +83,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    if args.slurm {
+        return crate::slurm::submit(&cfg, &name, &seeds, &out, args.dry_run);
+    }
+    init_threads(cfg.train.threads);
     let arms = experiment::expand_arms(&cfg)?;
     eprintln!(
         "job `{name}`: {} on {}, arms [{}], seeds {:?} -> {}",
@@ -66,8 +100,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out.display()
     );
     let stop = stop_flag()?;
+    let mut progress = progress_printer(started);
+    let outcome = experiment::run_job(&cfg, &seeds, &out, Some(stop), &mut progress)?;
+
+    let notes = format!(
+        "Command: `spatial-reasoning run{}`. Crate {} (git {}). Accuracies are top-1 on the test split; mean ± sample std over seeds.",
+        std::env::args().skip(2).map(|a| format!(" {a}")).collect::<String>(),
+        env!("CARGO_PKG_VERSION"),
+        spatial_reasoning::train::git_revision().unwrap_or_else(|| "unknown".into())
+    );
+    let files = write_job_report(
+        &cfg,
+        &name,
+        &seeds,
+        &out,
+        &outcome,
+        started.elapsed().as_secs_f64(),
+        notes,
+    )?;
+    eprintln!(
+        "done in {}: {} (plots in {})",
+        fmt_secs(started.elapsed().as_secs_f64()),
+        files.markdown.display(),
+        out.join("plots").display()
+    );
+    println!(
+        "{}",
+        report::accuracy_table(&report::summarize(&outcome.rows))
+    );
+    Ok(())
+}
+
+/// Renders a job's progress on stderr: one header per cell, the training progress, evaluations.
+pub fn progress_printer(started: Instant) -> impl FnMut(JobProgress) {
     let mut printer = ProgressPrinter::new("-");
-    let mut progress = |p: JobProgress| match p {
+    move |p: JobProgress| match p {
         JobProgress::Run {
             arm,
             seed,
@@ -83,16 +150,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         JobProgress::Train(t) => printer.handle(&t),
         JobProgress::Eval(s) => eprintln!("   {s}"),
         JobProgress::Result(_) => {}
-    };
-    let outcome = experiment::run_job(&cfg, &seeds, &out, Some(stop), &mut progress)?;
+    }
+}
 
-    // Report: table, plots, loss curves, sampled patches on real images.
+/// Write `out/report.md` for a job: the table of `outcome.rows`, plots, the loss curves and
+/// per-epoch diagnostics of its pretraining runs, the random-init references, and sampled
+/// patches on real images.
+pub fn write_job_report(
+    cfg: &ValidConfig,
+    name: &str,
+    seeds: &[u64],
+    out: &Path,
+    outcome: &JobOutcome,
+    wall_time_s: f64,
+    notes: String,
+) -> anyhow::Result<report::ReportFiles> {
     let mut curves = Vec::new();
     for (arm, seed, dir) in &outcome.runs {
         let rows = report::read_metrics_jsonl(&dir.join("metrics.jsonl"), Some("step"))?;
         curves.push((arm.clone(), *seed, rows));
     }
-    let patch_picture = patch_panels(&cfg).map(|p| {
+    let patch_picture = patch_panels(cfg).map(|p| {
         (
             format!(
                 "Sampled patches ({} per image, side {} px, {:?} mode)",
@@ -101,7 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p,
         )
     });
-    let diagnostics = experiment::read_diagnostics(&outcome)?;
+    let diagnostics = experiment::read_diagnostics(outcome)?;
     let input = ReportInput {
         title: format!(
             "{name}: {} on {}, seeds {:?}",
@@ -110,32 +188,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             seeds
         ),
         settings: cfg.raw().to_toml_string(),
-        wall_time_s: started.elapsed().as_secs_f64(),
+        wall_time_s,
         rows: outcome.rows.clone(),
         curves,
         epochs: diagnostics.epochs,
         references: diagnostics.references,
         offsets: diagnostics.offsets,
         patch_picture,
-        notes: format!(
-            "Command: `spatial-reasoning run{}`. Crate {} (git {}). Accuracies are top-1 on the test split; mean ± sample std over seeds.",
-            std::env::args().skip(2).map(|a| format!(" {a}")).collect::<String>(),
-            env!("CARGO_PKG_VERSION"),
-            spatial_reasoning::train::git_revision().unwrap_or_else(|| "unknown".into())
-        ),
+        notes,
     };
-    let files = report::write_report(&out, &input)?;
-    eprintln!(
-        "done in {}: {} (plots in {})",
-        fmt_secs(started.elapsed().as_secs_f64()),
-        files.markdown.display(),
-        out.join("plots").display()
-    );
-    println!(
-        "{}",
-        report::accuracy_table(&report::summarize(&outcome.rows))
-    );
-    Ok(())
+    Ok(report::write_report(out, &input)?)
 }
 
 /// A few training images with the patches the sampler draws for them.
