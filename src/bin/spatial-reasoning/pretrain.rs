@@ -49,6 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         out.display()
     );
+    crate::common::prepare_image_cache(&cfg, &[crate::common::pretrain_split(&cfg)])?;
     let data = train::prepare_data(&cfg)?;
     let mut printer = ProgressPrinter::new("pretrain");
     let mut cb = |p: &train::Progress| printer.handle(p);

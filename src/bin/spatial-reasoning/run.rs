@@ -84,6 +84,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         JobProgress::Eval(s) => eprintln!("   {s}"),
         JobProgress::Result(_) => {}
     };
+    {
+        use spatial_reasoning::data::Split;
+        let first = crate::common::pretrain_split(&cfg);
+        crate::common::prepare_image_cache(&cfg, &[first, Split::Train, Split::Test])?;
+    }
     let outcome = experiment::run_job(&cfg, &seeds, &out, Some(stop), &mut progress)?;
 
     // Report: table, plots, loss curves, sampled patches on real images.
