@@ -994,6 +994,25 @@ mod tests {
             E::PretrainSplit("cifar10")
         ));
         assert!(matches!(
+            err(&["data.dataset=stl10"]),
+            E::ImageSizeNotNative {
+                dataset: "stl10",
+                size: 32,
+                native: 96
+            }
+        ));
+        assert!(matches!(
+            err(&["data.dataset=image-folder"]),
+            E::FolderPathMissing
+        ));
+        assert!(matches!(
+            err(&["data.cache_dir=\"c\""]),
+            E::FolderKeyWithoutFolder {
+                key: "cache_dir",
+                dataset: "cifar10"
+            }
+        ));
+        assert!(matches!(
             err(&["data.dataset=synthetic", "data.train_size=1"]),
             E::TrainSize(1)
         ));
