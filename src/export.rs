@@ -149,6 +149,7 @@ pub fn export_run(
     out: &Path,
     format: ExportFormat,
 ) -> Result<ExportSummary, ExportError> {
+    // One format so far; a new one gets its own arm here.
     match format {
         ExportFormat::Torch => {}
     }
