@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The full test suite. Works on a fresh machine with only rustup/cargo and python3 installed.
+# The full test suite. Works on a fresh machine with only rustup/cargo and python3 installed
+# (and network access to crates.io and PyPI: PyTorch for the export test, scripts/torch-venv.sh).
 #
 #   bash scripts/test.sh
 #
@@ -27,6 +28,9 @@ cargo check --release --features cuda,ci-check --lib --bins
 
 echo "== CUDA build without a GPU (pinned CUDA 13.0 wheels; built and checked, not run)"
 bash scripts/cuda-build.sh
+
+echo "== PyTorch for the export test (target/torch-venv; reused when present)"
+bash scripts/torch-venv.sh
 
 echo "== cargo test --release (optimised: tensor code is ~60x slower in debug)"
 cargo test --release --no-fail-fast 2>&1 | tee target/test-output.txt

@@ -32,16 +32,20 @@ pub enum DatasetKind {
     Cifar100Coarse,
     Stl10,
     TinyImagenet,
+    /// Your own images: `data.path` holds `train/<class>/…` and `test/<class>/…` (or `val/`),
+    /// optionally `unlabeled/`; any size, brought to `data.image_size` by `data.resize`.
+    ImageFolder,
 }
 
 impl DatasetKind {
-    pub const ALL: [DatasetKind; 6] = [
+    pub const ALL: [DatasetKind; 7] = [
         Self::Synthetic,
         Self::Cifar10,
         Self::Cifar100,
         Self::Cifar100Coarse,
         Self::Stl10,
         Self::TinyImagenet,
+        Self::ImageFolder,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -51,15 +55,52 @@ impl DatasetKind {
             Self::Cifar100Coarse => "cifar100-coarse",
             Self::Stl10 => "stl10",
             Self::TinyImagenet => "tiny-imagenet",
+            Self::ImageFolder => "image-folder",
         }
     }
-    /// Native image side of the dataset.
-    pub fn native_size(self) -> usize {
+    /// Native image side of a fixed-size dataset; `None` for `image-folder`, whose side is
+    /// `data.image_size`.
+    pub fn native_size(self) -> Option<usize> {
         match self {
-            Self::Synthetic | Self::Cifar10 | Self::Cifar100 | Self::Cifar100Coarse => 32,
-            Self::Stl10 => 96,
-            Self::TinyImagenet => 64,
+            Self::Synthetic | Self::Cifar10 | Self::Cifar100 | Self::Cifar100Coarse => Some(32),
+            Self::Stl10 => Some(96),
+            Self::TinyImagenet => Some(64),
+            Self::ImageFolder => None,
         }
+    }
+}
+
+/// How `image-folder` images are brought to `data.image_size` × `data.image_size` (once, when
+/// the dataset cache is built).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeRule {
+    /// No resizing: every image must already be `image_size` × `image_size` (else an error
+    /// naming the file and both sizes).
+    #[default]
+    None,
+    /// The centred square of side min(width, height), then a bilinear resize to the side
+    /// (antialiased when shrinking: the filter widens with the scale, as PIL's `BILINEAR`).
+    CenterCrop,
+}
+
+impl ResizeRule {
+    pub const ALL: [ResizeRule; 2] = [Self::None, Self::CenterCrop];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::CenterCrop => "center-crop",
+        }
+    }
+}
+
+impl std::str::FromStr for ResizeRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown resize rule `{s}` (expected none or center-crop)"))
     }
 }
 
@@ -164,10 +205,18 @@ pub struct DataConfig {
     pub synthetic_seed: u64,
     /// Use only the first N training images (0 = all); handy for quick runs on real data.
     pub train_limit: usize,
-    /// The split pretraining reads: `train`, or `unlabeled` (STL-10 only).
+    /// The split pretraining reads: `train`, or `unlabeled` (STL-10, image-folder).
     pub pretrain_split: PretrainSplit,
     /// Data-pipeline worker threads (0 = the number of cores).
     pub workers: usize,
+    /// `image-folder` only: the folder holding `train/`, `test/` (or `val/`) and optionally
+    /// `unlabeled/`.
+    pub path: Option<PathBuf>,
+    /// `image-folder` only: how images reach `image_size` × `image_size`.
+    pub resize: ResizeRule,
+    /// `image-folder` only: where the decoded-image cache lives (default:
+    /// `<path>/.spatial-reasoning-cache/`).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for DataConfig {
@@ -182,7 +231,54 @@ impl Default for DataConfig {
             train_limit: 0,
             pretrain_split: PretrainSplit::Train,
             workers: 0,
+            path: None,
+            resize: ResizeRule::None,
+            cache_dir: None,
         }
+    }
+}
+
+impl DataConfig {
+    /// The dataset checks that need no file: a fixed-size dataset must be read at its native
+    /// side (patch geometry and the evaluation grid are in dataset pixels), `image-folder` needs
+    /// `data.path`, and its keys (`path`, `resize`, `cache_dir`) mean nothing for other datasets.
+    pub fn check_folder_keys(&self) -> Result<(), ConfigError> {
+        match self.dataset.native_size() {
+            Some(native) => {
+                if self.image_size != native {
+                    return Err(ConfigError::ImageSizeNotNative {
+                        dataset: self.dataset.name(),
+                        size: self.image_size,
+                        native,
+                    });
+                }
+                let dataset = self.dataset.name();
+                if self.path.is_some() {
+                    return Err(ConfigError::FolderKeyWithoutFolder {
+                        key: "path",
+                        dataset,
+                    });
+                }
+                if self.resize != ResizeRule::None {
+                    return Err(ConfigError::FolderKeyWithoutFolder {
+                        key: "resize",
+                        dataset,
+                    });
+                }
+                if self.cache_dir.is_some() {
+                    return Err(ConfigError::FolderKeyWithoutFolder {
+                        key: "cache_dir",
+                        dataset,
+                    });
+                }
+            }
+            None => {
+                if self.path.is_none() {
+                    return Err(ConfigError::FolderPathMissing);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -419,8 +515,23 @@ pub enum ConfigError {
     BadOverride { arg: String },
     #[error("--set {key}: {message}")]
     Override { key: String, message: String },
-    #[error("data.pretrain_split = \"unlabeled\": only stl10 has an unlabeled split (data.dataset = {0})")]
+    #[error("data.pretrain_split = \"unlabeled\": only stl10 and image-folder have an unlabeled split (data.dataset = {0})")]
     PretrainSplit(&'static str),
+    #[error(
+        "data.image_size = {size}: {dataset} images are {native}×{native}; set data.image_size = {native} (only image-folder resizes)"
+    )]
+    ImageSizeNotNative {
+        dataset: &'static str,
+        size: usize,
+        native: usize,
+    },
+    #[error("data.path is not set: data.dataset = \"image-folder\" reads the folder holding train/ and test/ (or val/)")]
+    FolderPathMissing,
+    #[error("data.{key} is read only by data.dataset = \"image-folder\" (data.dataset = {dataset}; its files are found under data.root)")]
+    FolderKeyWithoutFolder {
+        key: &'static str,
+        dataset: &'static str,
+    },
     #[error("data.image_size = {0}: must be at least 8")]
     ImageSize(usize),
     #[error("data.image_size = {size}: at most {max} (a larger side overflows buffer sizes)")]
@@ -674,9 +785,12 @@ impl Config {
                 max: MAX_IMAGE_SIZE,
             });
         }
-        if d.pretrain_split == PretrainSplit::Unlabeled && d.dataset != DatasetKind::Stl10 {
+        if d.pretrain_split == PretrainSplit::Unlabeled
+            && !matches!(d.dataset, DatasetKind::Stl10 | DatasetKind::ImageFolder)
+        {
             return Err(ConfigError::PretrainSplit(d.dataset.name()));
         }
+        d.check_folder_keys()?;
         if d.dataset == DatasetKind::Synthetic {
             if d.train_size < 2 {
                 return Err(ConfigError::TrainSize(d.train_size));
@@ -954,6 +1068,25 @@ mod tests {
         assert!(matches!(
             err(&["data.pretrain_split=unlabeled"]),
             E::PretrainSplit("cifar10")
+        ));
+        assert!(matches!(
+            err(&["data.dataset=stl10"]),
+            E::ImageSizeNotNative {
+                dataset: "stl10",
+                size: 32,
+                native: 96
+            }
+        ));
+        assert!(matches!(
+            err(&["data.dataset=image-folder"]),
+            E::FolderPathMissing
+        ));
+        assert!(matches!(
+            err(&["data.cache_dir=\"c\""]),
+            E::FolderKeyWithoutFolder {
+                key: "cache_dir",
+                dataset: "cifar10"
+            }
         ));
         assert!(matches!(
             err(&["data.dataset=synthetic", "data.train_size=1"]),

@@ -18,6 +18,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod experiment;
+pub mod export;
 pub mod method;
 pub mod models;
 pub mod ops;

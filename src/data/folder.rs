@@ -1,7 +1,8 @@
-//! Image folders (`root/<class>/*.{png,jpg,jpeg}`) and tiny-ImageNet's official layout.
+//! Fixed-size image folders (`root/<class>/*.{png,jpg,jpeg,webp}`) and tiny-ImageNet's official
+//! layout. Folders of any size, with resizing and a cache, are [`super::image_folder`].
 //!
 //! Images are decoded with the `image` crate, in parallel (the result does not depend on the
-//! thread count), and converted to RGB (grey is replicated, alpha dropped). Every image of a
+//! thread count), and converted to RGB (grey is replicated, alpha discarded). Every image of a
 //! dataset must have the same size; an image of another size is an error naming the file and
 //! both sizes (we do not resize: a wrong-size file in an official dataset means a wrong file).
 //! An image that cannot be decoded is an error naming the file.
@@ -12,12 +13,9 @@ use rayon::prelude::*;
 
 use super::{dataset_dir, read_names, Counts, DataError, ImageDataset, Split};
 
-/// True for the file names an image folder reads (`.png`, `.jpg`, `.jpeg`, any case).
+/// True for the file names an image folder reads (`.png`, `.jpg`, `.jpeg`, `.webp`, any case).
 pub fn is_image_file(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-        .unwrap_or(false)
+    super::image_folder::is_image_name(path)
 }
 
 fn io_err(path: &Path, error: std::io::Error) -> DataError {
@@ -45,17 +43,10 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
         .collect())
 }
 
-/// Decode one image file to RGB8.
+/// Decode one image file to RGB8: grey replicated, alpha discarded, EXIF orientation applied
+/// (see [`super::image_folder::decode_rgb`]).
 pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| io_err(path, e))?
-        .with_guessed_format()
-        .map_err(|e| io_err(path, e))?;
-    let img = reader.decode().map_err(|e| DataError::Invalid {
-        path: path.to_path_buf(),
-        detail: format!("cannot decode image: {e}"),
-    })?;
-    Ok(img.to_rgb8())
+    super::image_folder::decode_rgb(path)
 }
 
 /// Decode `files` (all of size `height × width`, else an error naming the file) into one HWC
@@ -92,7 +83,7 @@ pub fn decode_all(files: &[PathBuf], height: usize, width: usize) -> Result<Vec<
 }
 
 /// Read an image folder: every sub-directory of `root` is a class (sorted by name → labels
-/// 0, 1, …), holding `*.png` / `*.jpg` / `*.jpeg` files (other files are ignored). Images must
+/// 0, 1, …), holding `*.png` / `*.jpg` / `*.jpeg` / `*.webp` files (other files are ignored). Images must
 /// all be `size = (height, width)`, or, when `None`, the size of the first image.
 /// A class folder without images is an error.
 pub fn load_image_folder(
@@ -119,7 +110,7 @@ pub fn load_image_folder(
         if imgs.is_empty() {
             return Err(DataError::Invalid {
                 path: dir.clone(),
-                detail: "class folder holds no .png/.jpg/.jpeg images".into(),
+                detail: "class folder holds no .png/.jpg/.jpeg/.webp images".into(),
             });
         }
         labels.extend(std::iter::repeat_n(label as u16, imgs.len()));

@@ -6,7 +6,8 @@
 //! one, or a label out of range is an error.
 //!
 //! Entry point: [`load`] (by [`DatasetKind`]); per-format readers live in [`cifar`], [`stl10`],
-//! [`folder`] (image folders and tiny-ImageNet) and [`synthetic`] (the generated "parts" dataset).
+//! [`folder`] (fixed-size image folders and tiny-ImageNet), [`image_folder`] (your own images of
+//! any size, cached once decoded) and [`synthetic`] (the generated "parts" dataset).
 //! [`channel_stats`] gives the per-channel mean and std used for normalisation; [`preview`] draws
 //! labelled sample grids.
 
@@ -17,6 +18,7 @@ use crate::config::{DataConfig, DatasetKind};
 
 pub mod cifar;
 pub mod folder;
+pub mod image_folder;
 pub mod preview;
 pub mod stl10;
 pub mod synthetic;
@@ -85,6 +87,16 @@ pub enum DataError {
     },
     #[error("{path}: {detail}")]
     Invalid { path: PathBuf, detail: String },
+    /// Every problem found in one pass (an image folder reports all its bad files at once).
+    #[error("{}: {} problems:{}", .path.display(), .problems.len(), list_problems(.problems))]
+    Several {
+        path: PathBuf,
+        problems: Vec<DataError>,
+    },
+}
+
+fn list_problems(problems: &[DataError]) -> String {
+    problems.iter().map(|p| format!("\n  {p}")).collect()
 }
 
 impl ImageDataset {
@@ -136,7 +148,7 @@ pub enum Split {
     Train,
     /// The evaluation split (tiny-ImageNet: its labelled `val/` folder).
     Test,
-    /// STL-10's 100,000 unlabelled images (no other dataset has this split).
+    /// STL-10's 100,000 unlabelled images, or an image folder's `unlabeled/`.
     Unlabeled,
 }
 
@@ -152,7 +164,10 @@ impl Split {
     /// The splits `kind` has, in the order `data verify` reads them.
     pub fn of(kind: DatasetKind) -> &'static [Split] {
         match kind {
-            DatasetKind::Stl10 => &[Split::Train, Split::Test, Split::Unlabeled],
+            // An image folder's unlabeled/ is optional (see `image_folder::has_unlabeled`).
+            DatasetKind::Stl10 | DatasetKind::ImageFolder => {
+                &[Split::Train, Split::Test, Split::Unlabeled]
+            }
             _ => &[Split::Train, Split::Test],
         }
     }
@@ -190,6 +205,9 @@ pub enum Counts {
 /// the root holding the dataset's official folder (`cifar-10-batches-bin/`, `cifar-100-binary/`,
 /// `stl10_binary/`, `tiny-imagenet-200/`) or that folder itself. `Synthetic` ignores `root` and
 /// generates `cfg.train_size` / `cfg.test_size` images from `cfg.synthetic_seed` at 32×32.
+/// `ImageFolder` ignores `root` too: it reads `cfg.path` at `cfg.image_size` by `cfg.resize`,
+/// through its cache ([`image_folder::load`]; call [`image_folder::prepare`] first to see the
+/// cache being built).
 ///
 /// The whole split is returned; `cfg.train_limit` is the caller's business
 /// (`ds.subset(&(0..n).collect::<Vec<_>>())`).
@@ -223,6 +241,12 @@ pub fn load(
         }
         DatasetKind::Stl10 => stl10::load_stl10(root, split, Counts::Official),
         DatasetKind::TinyImagenet => folder::load_tiny_imagenet(root, split, Counts::Official),
+        DatasetKind::ImageFolder => image_folder::load(
+            &image_folder::FolderSpec::from_config(cfg)?,
+            split,
+            image_folder::CachePolicy::Reuse,
+            &mut |_| {},
+        ),
     }
 }
 

@@ -251,10 +251,13 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
         .patch_size
         .unwrap_or_else(|| spatial_reasoning::config::default_patch_size(args.size));
     let total = args.warmup + args.steps;
+    let dir = std::env::temp_dir().join(format!("sr-bench-pretrain-{}", std::process::id()));
     let sets = vec![
-        "data.dataset=synthetic".to_string(),
+        // Random images of any size, made below: the config names an image folder (the one
+        // dataset kind of any size) that is never read.
+        "data.dataset=image-folder".to_string(),
+        format!("data.path={:?}", dir.display().to_string()),
         format!("data.image_size={}", args.size),
-        format!("data.train_size={}", args.batch * total),
         format!("backbone.name={}", args.backbone.name()),
         format!("method.views={}", args.views),
         format!("method.patches={}", args.patches),
@@ -289,7 +292,6 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
         train: std::sync::Arc::new(ds),
         normalize: spatial_reasoning::augment::Normalize { mean, std },
     };
-    let dir = std::env::temp_dir().join(format!("sr-bench-pretrain-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut rows = Vec::new();
     let mut cb = |p: &Progress| {

@@ -1,11 +1,13 @@
-//! Pieces the subcommands share: config loading with `--set`, the thread pool, progress output.
+//! Pieces the subcommands share: config loading with `--set`, the thread pool, progress output
+//! (training and the image-folder cache).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use spatial_reasoning::config::{Config, ValidConfig};
+use spatial_reasoning::config::{Config, DatasetKind, PretrainSplit, ValidConfig};
+use spatial_reasoning::data::{image_folder, Split};
 use spatial_reasoning::train::metrics::RowKind;
 use spatial_reasoning::train::Progress;
 
@@ -187,4 +189,84 @@ pub fn default_run_dir(cfg: &ValidConfig) -> PathBuf {
         if cfg.method.is_rr() { "rr" } else { "sr" },
         cfg.train.seed
     ))
+}
+
+/// Print an image-folder cache event on stderr (a build reports every 256 images, at most one
+/// line per second, and its last one).
+pub fn print_cache_event(e: image_folder::CacheEvent) {
+    use image_folder::CacheEvent as E;
+    use std::sync::Mutex;
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    match e {
+        E::Scanned {
+            split,
+            images,
+            classes,
+            hidden,
+        } => {
+            let hidden = if hidden > 0 {
+                format!(", {hidden} hidden entries skipped")
+            } else {
+                String::new()
+            };
+            let classes = if classes > 0 {
+                format!(" in {classes} classes")
+            } else {
+                String::new()
+            };
+            eprintln!("[data] {split}: {images} images{classes}{hidden}");
+        }
+        E::Reused { split, path } => eprintln!("[data] {split}: cache {}", path.display()),
+        E::Building {
+            split,
+            images,
+            reason,
+        } => {
+            eprintln!("[data] {split}: decoding {images} images into the cache ({reason})");
+            *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+        E::Decoded { split, done, total } => {
+            let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+            if done == total || last.is_none_or(|t| t.elapsed().as_secs_f64() >= 1.0) {
+                eprintln!("[data] {split}: decoded {done}/{total}");
+                *last = Some(Instant::now());
+            }
+        }
+        E::Written {
+            split,
+            path,
+            bytes,
+            seconds,
+        } => eprintln!(
+            "[data] {split}: wrote {} ({:.1} MB) in {}",
+            path.display(),
+            bytes as f64 / 1e6,
+            fmt_secs(seconds)
+        ),
+    }
+}
+
+/// Before a command reads an image folder: make the caches of `splits` current, printing the
+/// progress of a build (later reads then take seconds). A no-op for the other datasets.
+pub fn prepare_image_cache(cfg: &ValidConfig, splits: &[Split]) -> anyhow::Result<()> {
+    if cfg.data.dataset != DatasetKind::ImageFolder {
+        return Ok(());
+    }
+    let spec = image_folder::FolderSpec::from_config(&cfg.data)?;
+    let mut seen = Vec::new();
+    for &split in splits {
+        if !seen.contains(&split) {
+            seen.push(split);
+            image_folder::prepare(&spec, split, &mut print_cache_event)?;
+        }
+    }
+    Ok(())
+}
+
+/// The split pretraining reads.
+pub fn pretrain_split(cfg: &ValidConfig) -> Split {
+    match cfg.data.pretrain_split {
+        PretrainSplit::Train => Split::Train,
+        PretrainSplit::Unlabeled => Split::Unlabeled,
+    }
 }

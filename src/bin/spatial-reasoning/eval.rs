@@ -76,6 +76,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("[eval] {s}");
         }
     };
+    crate::common::prepare_image_cache(
+        &cfg,
+        &[
+            spatial_reasoning::data::Split::Train,
+            spatial_reasoning::data::Split::Test,
+        ],
+    )?;
     let rows = experiment::evaluate_run(
         &args.run,
         &args.sets,

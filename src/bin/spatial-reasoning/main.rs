@@ -7,6 +7,7 @@ mod bench;
 mod common;
 mod data;
 mod eval;
+mod export;
 mod info;
 mod patches;
 mod pretrain;
@@ -44,6 +45,8 @@ enum Command {
     Run(run::Args),
     /// Rebuild the results table and accuracy plots from a results CSV.
     Report(report::Args),
+    /// Write a run's trained backbone for PyTorch (python/spatial_reasoning_torch.py loads it).
+    Export(export::Args),
 }
 
 fn main() {
@@ -57,6 +60,7 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::Run(a) => run::run(a),
         Command::Report(a) => report::run(a),
+        Command::Export(a) => export::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -49,6 +49,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         out.display()
     );
+    // The per-epoch diagnostics read the test split too.
+    let mut splits = vec![crate::common::pretrain_split(&cfg)];
+    if cfg.diagnostics.enabled {
+        splits.push(spatial_reasoning::data::Split::Test);
+    }
+    crate::common::prepare_image_cache(&cfg, &splits)?;
     let data = train::prepare_data(&cfg)?;
     let mut printer = ProgressPrinter::new("pretrain");
     let mut cb = |p: &train::Progress| printer.handle(p);

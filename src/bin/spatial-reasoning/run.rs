@@ -101,6 +101,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let stop = stop_flag()?;
     let mut progress = progress_printer(started);
+    {
+        use spatial_reasoning::data::Split;
+        let first = crate::common::pretrain_split(&cfg);
+        crate::common::prepare_image_cache(&cfg, &[first, Split::Train, Split::Test])?;
+    }
     let outcome = experiment::run_job(&cfg, &seeds, &out, Some(stop), &mut progress)?;
 
     let notes = format!(
