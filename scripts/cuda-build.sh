@@ -28,8 +28,13 @@ cap="${SR_CUDA_COMPUTE_CAP/./}"
 start=$(date +%s)
 cargo build --release --features cuda --bin spatial-reasoning
 # The op check: built, not run (it needs a GPU). Print its path from cargo's JSON messages.
+# (The test's own artifact: cargo also reports the crate's binary, built for integration tests.)
 test_bin="$(cargo test --release --features cuda --test cuda_ops --no-run --message-format=json |
-  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
+  grep '"kind":\["test"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
+# cuDNN's host-side descriptor calls against the real library (no GPU needed; scripts/gpu-check.sh).
+host_bin="$(cargo test --release --features cuda --test cuda_cudnn_host --no-run --message-format=json |
+  grep '"kind":\["test"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)"
+[ -n "$test_bin" ] && [ -n "$host_bin" ] || { echo "cuda-build: FAIL: test executables not found" >&2; exit 1; }
 secs=$(($(date +%s) - start))
 echo "cuda-build: built in ${secs}s (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 
@@ -82,6 +87,7 @@ bundle="$CARGO_TARGET_DIR/gpu-bundle"
 mkdir -p "$bundle"
 strip -o "$bundle/spatial-reasoning" "$bin"
 if [ -n "$test_bin" ]; then strip -o "$bundle/cuda_ops" "$test_bin"; fi
+if [ -n "$host_bin" ]; then strip -o "$bundle/cuda_cudnn_host" "$host_bin"; fi
 echo "$imports" >"$bundle/cudnn-imports.txt"
 echo "cuda-build: bundle $(du -sh "$bundle" | cut -f1): $(ls "$bundle" | tr '\n' ' ')"
 # dfdx compiles a few kernels with NVRTC at run time, #including cuda_fp16.h from this folder:
