@@ -117,7 +117,10 @@ impl State {
     /// pool's release threshold (so freed memory stays in the pool for the next step).
     fn new(dev: Arc<CudaDevice>) -> Result<Self, CudaError> {
         dev.bind_to_thread()?;
-        keep_pool_memory(&dev)?;
+        // Without memory pools (cudarc then allocates synchronously) there is nothing to keep.
+        if let Err(e) = keep_pool_memory(&dev) {
+            eprintln!("spatial-reasoning: the GPU's memory pool keeps no freed memory: {e:?}");
+        }
         if !dev.has_func(MODULE, super::kernels::KERNEL_NAMES[0]) {
             dev.load_ptx(Ptx::from_src(PTX), MODULE, &super::kernels::KERNEL_NAMES)?;
         }

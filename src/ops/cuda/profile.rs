@@ -58,6 +58,7 @@ pub fn scope(st: &State, name: &'static str) -> Option<Scope> {
         return None;
     }
     let stream = *st.dev.cu_stream();
+    st.dev.bind_to_thread().ok()?;
     let start = event().ok()?;
     // SAFETY: a live event and the device's stream (the context is current: ops bind it).
     unsafe { result::event::record(start, stream) }.ok()?;
