@@ -73,6 +73,15 @@ def build(name):
     return m
 
 
+def profile_rows(prof, steps, top=25):
+    """The top CUDA kernels of a torch.profiler run: milliseconds and launches per step."""
+    def dev_us(e):  # device_time_total in torch >= 2.4, cuda_time_total before
+        return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+    events = sorted(prof.key_averages(), key=lambda e: -dev_us(e))[:top]
+    return [{"op": e.key, "ms_per_step": dev_us(e) / 1e3 / steps, "calls_per_step": e.count / steps}
+            for e in events if dev_us(e) > 0]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--backbone", default="resnet32", choices=["conv4", "resnet8", "resnet32", "resnet56"])
@@ -83,8 +92,15 @@ def main():
     p.add_argument("--mode", default="train", choices=["train", "infer"])
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--json", action="store_true")
-    # cuda: the twin of `spatial-reasoning bench` built with `--features cuda` (fp32, TF32 off).
+    # cuda: the twin of `spatial-reasoning bench` built with `--features cuda`.
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    # cuda math: fp32 = TF32 off everywhere (the twin of our default); default = PyTorch's defaults
+    # as users run them (cuDNN convolutions may use TF32, matmuls not: the twin of our --tf32).
+    p.add_argument("--math", default="fp32", choices=["fp32", "default"])
+    # cuda: cudnn.benchmark = True (autotuned convolutions; PyTorch's default is False).
+    p.add_argument("--cudnn-benchmark", action="store_true")
+    # cuda: print where the timed steps' GPU time goes (torch.profiler, top CUDA kernels).
+    p.add_argument("--profile", action="store_true")
     # bf16: autocast to bfloat16 (oneDNN's bf16 convolutions, f32 weights and optimiser), the
     # PyTorch counterpart of `spatial-reasoning bench --bf16`.
     p.add_argument("--bf16", action="store_true")
@@ -93,15 +109,21 @@ def main():
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     if a.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        if a.math == "fp32":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = a.cudnn_benchmark
     model = build(a.backbone).to(a.device)
     n_params = sum(p.numel() for p in model.parameters())
     x = torch.randn(a.batch, 3, a.size, a.size).to(a.device)
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     elapsed = 0.0
+    prof = None
     for step in range(a.warmup + a.steps):
+        if step == a.warmup and a.profile and a.device == "cuda":
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+            prof.__enter__()
         t = time.perf_counter()
         if a.mode == "train":
             model.train()
@@ -118,11 +140,20 @@ def main():
         if step >= a.warmup:
             elapsed += time.perf_counter() - t
     ips = a.batch * a.steps / elapsed
+    extra = {}
+    if a.device == "cuda":
+        extra = {"math": "fp32" if a.math == "fp32" else "tf32", "cudnn_benchmark": a.cudnn_benchmark,
+                 "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20,
+                 "peak_gpu_reserved_mib": torch.cuda.max_memory_reserved() / 2**20,
+                 "torch": torch.__version__, "cudnn": torch.backends.cudnn.version()}
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        extra["profile"] = profile_rows(prof, a.steps)
     if a.json:
         print(json.dumps({"impl": "torch", "device": a.device, "backbone": a.backbone, "batch": a.batch, "mode": a.mode,
                           "threads": torch.get_num_threads(), "size": a.size, "steps": a.steps,
                           "img_per_s": ips, "params": n_params,
-                          "precision": "bf16" if a.bf16 else "f32"}))
+                          "precision": "bf16" if a.bf16 else "f32", **extra}))
     else:
         print(f"{a.backbone} {a.mode} batch {a.batch} size {a.size} threads {torch.get_num_threads()}"
               f"{' bf16' if a.bf16 else ''}: {ips:.1f} img/s (torch {torch.__version__}, {n_params} params)")

@@ -17,6 +17,9 @@ echo "== data root: ${SPATIAL_REASONING_DATA:-<unset>}"
 # Toolchain pieces the checks need (no-ops when present).
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+echo "== vendor/dfdx is dfdx 0.13.0 from crates.io plus exactly vendor/dfdx-0.13.0-backport.patch"
+bash scripts/check-vendor.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

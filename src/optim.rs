@@ -8,6 +8,11 @@
 //!
 //! A step first reads every gradient and checks it is finite; only then are parameters changed, so
 //! a non-finite gradient leaves the model and the optimiser state untouched.
+//!
+//! On `Cuda` ([`OptimDevice`]) the step stays on the device: the check is one kernel over the
+//! gradients (a launch per 32 tensors) and one small copy back of the counts, the update dfdx's
+//! fused Adam/SGD kernel (one launch per parameter tensor, the same update rule), and the moments
+//! live in device memory. [`Optimizer::state`] copies them to the host when asked (checkpoints).
 
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorViewer, TensorVisitor, ViewTensorMut,
@@ -42,7 +47,42 @@ pub enum OptimError {
 #[derive(Clone, Debug)]
 pub struct Optimizer {
     pub cfg: OptimConfig,
+    /// The step count always; the moments on the host path (on the device path they are in
+    /// `device`, and `state.m`/`state.v` are empty or stale until [`Optimizer::state`]).
     state: OptimizerState,
+    /// Moments in device memory, once the device path has run.
+    #[cfg(feature = "cuda")]
+    device: Option<cuda_step::Moments>,
+    /// [`Optimizer::state`]'s copy of the device moments, cleared by every step.
+    #[cfg(feature = "cuda")]
+    snapshot: std::cell::OnceCell<OptimizerState>,
+}
+
+/// The devices [`Optimizer::step`] updates on: the host path (`Cpu`, and the default for any
+/// device) copies every gradient to the host; `Cuda` runs the check and the update on the device.
+pub trait OptimDevice: Device<f32> {
+    /// The device path of [`Optimizer::step`], or `None` for the host path.
+    #[doc(hidden)]
+    fn device_step<M: TensorCollection<f32, Self>>(
+        _opt: &mut Optimizer,
+        _module: &mut M,
+        _grads: &mut Gradients<f32, Self>,
+    ) -> Option<Result<(), OptimError>> {
+        None
+    }
+}
+
+impl OptimDevice for Cpu {}
+
+#[cfg(feature = "cuda")]
+impl OptimDevice for Cuda {
+    fn device_step<M: TensorCollection<f32, Self>>(
+        opt: &mut Optimizer,
+        module: &mut M,
+        grads: &mut Gradients<f32, Self>,
+    ) -> Option<Result<(), OptimError>> {
+        Some(cuda_step::step(opt, module, grads))
+    }
 }
 
 impl Optimizer {
@@ -50,6 +90,10 @@ impl Optimizer {
         Self {
             cfg,
             state: OptimizerState::default(),
+            #[cfg(feature = "cuda")]
+            device: None,
+            #[cfg(feature = "cuda")]
+            snapshot: Default::default(),
         }
     }
 
@@ -58,22 +102,40 @@ impl Optimizer {
         self.state.step
     }
 
+    /// The step count and moments (on the device path copied from the GPU on the first call
+    /// after a step).
     pub fn state(&self) -> &OptimizerState {
+        #[cfg(feature = "cuda")]
+        if let Some(moments) = &self.device {
+            return self.snapshot.get_or_init(|| OptimizerState {
+                step: self.state.step,
+                m: moments.m.iter().map(cuda_step::download).collect(),
+                v: moments.v.iter().map(cuda_step::download).collect(),
+            });
+        }
         &self.state
     }
 
     /// Restore state saved by [`Optimizer::state`]. Sizes are checked at the next step.
     pub fn load_state(&mut self, state: OptimizerState) {
         self.state = state;
+        #[cfg(feature = "cuda")]
+        {
+            self.device = None;
+            self.snapshot = Default::default();
+        }
     }
 
     /// One update of every trainable tensor of `module` from `grads`. A parameter without a
     /// gradient is treated as having a zero gradient.
-    pub fn step<M: TensorCollection<f32, D>, D: Device<f32>>(
+    pub fn step<M: TensorCollection<f32, D>, D: OptimDevice>(
         &mut self,
         module: &mut M,
         grads: &mut Gradients<f32, D>,
     ) -> Result<(), OptimError> {
+        if let Some(done) = D::device_step(self, module, grads) {
+            return done;
+        }
         // Pass 1: collect the gradients on the host and check them.
         let mut collect = Collect {
             grads,
@@ -238,6 +300,228 @@ impl<D: Device<f32>> TensorVisitor<f32, D> for Apply<'_> {
         t.copy_from(&p);
         self.scratch = p;
         Ok(None)
+    }
+}
+
+/// The device path of [`Optimizer::step`] on `Cuda`.
+#[cfg(feature = "cuda")]
+mod cuda_step {
+    use super::*;
+    use crate::ops::cuda;
+    use cudarc::driver::{DevicePtr, DeviceSlice};
+    use dfdx::optim::{Momentum, WeightDecay};
+    use dfdx::tensor::CudaError;
+
+    type Buf = <Cuda as Storage<f32>>::Vec;
+
+    /// First and second moments (Adam) or momentum buffers (SGD; `v` empty), one per trainable
+    /// tensor in visiting order.
+    #[derive(Clone, Debug)]
+    pub struct Moments {
+        pub m: Vec<Buf>,
+        pub v: Vec<Buf>,
+    }
+
+    fn device_err(e: CudaError) -> OptimError {
+        OptimError::Device(format!("{e:?}"))
+    }
+
+    /// A device buffer's values on the host.
+    pub fn download(b: &Buf) -> Vec<f32> {
+        let mut out = vec![0.0f32; b.len()];
+        b.device()
+            .dtoh_sync_copy_into(&**b, &mut out)
+            .expect("copying the optimiser's moments from the GPU");
+        out
+    }
+
+    /// Pointers and lengths of every trainable tensor's gradient (allocating zeros for a missing
+    /// one, as the host path treats it), and the device.
+    struct Collect<'a> {
+        grads: &'a mut Gradients<f32, Cuda>,
+        out: Vec<(u64, u64)>,
+        dev: Option<Cuda>,
+    }
+
+    impl TensorVisitor<f32, Cuda> for Collect<'_> {
+        type Viewer = ViewTensorRef;
+        type Err = CudaError;
+        type E2 = f32;
+        type D2 = Cuda;
+
+        fn visit<S: Shape>(
+            &mut self,
+            opts: TensorOptions<S, f32, Cuda>,
+            t: &Tensor<S, f32, Cuda>,
+        ) -> Result<Option<Tensor<S, f32, Cuda>>, CudaError> {
+            if opts.do_gradient_update {
+                let g = self.grads.get_or_alloc_mut(t)?;
+                self.out.push((*g.device_ptr(), g.len() as u64));
+                self.dev.get_or_insert_with(|| t.device().clone());
+            }
+            Ok(None)
+        }
+    }
+
+    /// dfdx's fused update of each trainable tensor, in visiting order.
+    struct Apply<'a> {
+        grads: &'a mut Gradients<f32, Cuda>,
+        moments: &'a mut Moments,
+        cfg: &'a OptimConfig,
+        step: i32,
+        index: usize,
+    }
+
+    impl TensorVisitor<f32, Cuda> for Apply<'_> {
+        type Viewer = ViewTensorMut;
+        type Err = CudaError;
+        type E2 = f32;
+        type D2 = Cuda;
+
+        fn visit<S: Shape>(
+            &mut self,
+            opts: TensorOptions<S, f32, Cuda>,
+            t: &mut Tensor<S, f32, Cuda>,
+        ) -> Result<Option<Tensor<S, f32, Cuda>>, CudaError> {
+            if !opts.do_gradient_update {
+                return Ok(None);
+            }
+            let i = self.index;
+            self.index += 1;
+            let c = self.cfg;
+            let wd = (c.weight_decay != 0.0).then_some(WeightDecay::L2(c.weight_decay));
+            let g = self.grads.get_or_alloc_mut(t)?;
+            match c.name {
+                OptimizerKind::Adam => dfdx::optim::AdamConfig {
+                    lr: c.lr,
+                    betas: [c.beta1, c.beta2],
+                    eps: c.eps,
+                    weight_decay: wd,
+                }
+                .try_update(
+                    self.step,
+                    t,
+                    &mut self.moments.m[i],
+                    &mut self.moments.v[i],
+                    g,
+                ),
+                OptimizerKind::Sgd => dfdx::optim::SgdConfig {
+                    lr: c.lr,
+                    momentum: Some(Momentum::Classic(c.momentum)),
+                    weight_decay: wd,
+                }
+                .try_update(t, &mut self.moments.m[i], g),
+            }?;
+            Ok(None)
+        }
+    }
+
+    pub fn step<M: TensorCollection<f32, Cuda>>(
+        opt: &mut Optimizer,
+        module: &mut M,
+        grads: &mut Gradients<f32, Cuda>,
+    ) -> Result<(), OptimError> {
+        let mut collect = Collect {
+            grads,
+            out: Vec::new(),
+            dev: None,
+        };
+        M::iter_tensors(&mut RecursiveWalker {
+            m: &*module,
+            f: &mut collect,
+        })
+        .map_err(device_err)?;
+        let (list, dev) = (collect.out, collect.dev);
+        let Some(dev) = dev else {
+            opt.state.step += 1;
+            return Ok(());
+        };
+        let counts = cuda::count_nonfinite(&dev, &list).map_err(device_err)?;
+        if let Some((index, &count)) = counts.iter().enumerate().find(|(_, &c)| c > 0) {
+            return Err(OptimError::NonFiniteGradient {
+                index,
+                count: count as usize,
+            });
+        }
+        let n_moments = match opt.cfg.name {
+            OptimizerKind::Adam => 2,
+            OptimizerKind::Sgd => 1,
+        };
+        if opt.device.is_none() {
+            opt.device = Some(upload(&dev, &opt.state, &list, n_moments)?);
+            opt.state.m.clear();
+            opt.state.v.clear();
+        }
+        let moments = opt.device.as_mut().expect("set above");
+        let sizes_ok = moments.m.len() == list.len()
+            && moments
+                .m
+                .iter()
+                .zip(&list)
+                .all(|(m, g)| m.len() as u64 == g.1)
+            && (n_moments == 1 || moments.v.len() == list.len());
+        if !sizes_ok {
+            return Err(OptimError::StateMismatch(format!(
+                "model has {} trainable tensors, state has {}",
+                list.len(),
+                moments.m.len()
+            )));
+        }
+        opt.state.step += 1;
+        opt.snapshot = Default::default();
+        let _p = cuda::profile::scope_on(&dev, "optim.update");
+        let mut apply = Apply {
+            grads: collect.grads,
+            moments,
+            cfg: &opt.cfg,
+            step: opt.state.step as i32,
+            index: 0,
+        };
+        M::iter_tensors(&mut RecursiveWalker {
+            m: module,
+            f: &mut apply,
+        })
+        .map_err(device_err)?;
+        Ok(())
+    }
+
+    /// Device moments from the host state (zeros when it has none), checked against the
+    /// gradients' sizes.
+    fn upload(
+        dev: &Cuda,
+        state: &OptimizerState,
+        list: &[(u64, u64)],
+        n_moments: usize,
+    ) -> Result<Moments, OptimError> {
+        let fresh = state.m.is_empty();
+        let fits = |vs: &[Vec<f32>]| {
+            vs.len() == list.len() && vs.iter().zip(list).all(|(v, g)| v.len() as u64 == g.1)
+        };
+        if !fresh && (!fits(&state.m) || (n_moments == 2 && !fits(&state.v))) {
+            return Err(OptimError::StateMismatch(format!(
+                "model has {} trainable tensors, state has {}",
+                list.len(),
+                state.m.len()
+            )));
+        }
+        let make = |host: Option<&Vec<f32>>, len: u64| -> Result<Buf, OptimError> {
+            let mut b = dev.try_alloc_len(len as usize).map_err(device_err)?;
+            if let Some(h) = host {
+                dev.cuda_device()
+                    .htod_sync_copy_into(h, &mut *b)
+                    .map_err(|e| OptimError::Device(format!("{e:?}")))?;
+            }
+            Ok(b)
+        };
+        let mut m = Vec::with_capacity(list.len());
+        let mut v = Vec::new();
+        for (i, g) in list.iter().enumerate() {
+            m.push(make((!fresh).then(|| &state.m[i]), g.1)?);
+            if n_moments == 2 {
+                v.push(make((!fresh).then(|| &state.v[i]), g.1)?);
+            }
+        }
+        Ok(Moments { m, v })
     }
 }
 

@@ -1,10 +1,17 @@
 //! The CUDA path against the CPU path (feature `cuda`; needs a GPU, so CI only builds it).
 //!
-//! On `Cuda` every op of `spatial_reasoning::ops` runs the device-generic composition of dfdx
-//! ops; on `Cpu` the fast kernels, which `tests/ops_grad.rs` checks against finite differences
-//! and against the generic path. Here each op's output and the gradients of `L = Σ r ⊙ op(x)`
-//! (fixed random `r`) must agree between the two devices, on shapes large enough to launch many
-//! GPU blocks; then a whole backbone: features and the input gradient of one training forward.
+//! On `Cuda` every op of `spatial_reasoning::ops` runs the CUDA path (`ops::cuda`: cuDNN
+//! convolutions, the fused kernels of `src/ops/kernels.cu`); on `Cpu` the fast kernels, which
+//! `tests/ops_grad.rs` checks against finite differences and against the generic path. Here each
+//! op's output and the gradients of `L = Σ r ⊙ op(x)` (fixed random `r`) must agree between the
+//! two devices, on shapes large enough to launch many GPU blocks; then a whole backbone: features
+//! and the input gradient of one training forward. Also: TF32 convolutions (looser tolerance),
+//! the generic path still running on `Cuda`, the optimiser's device path (dfdx's reference Adam
+//! trajectory, SGD by hand, the non-finite check, state round trip), and that training steps
+//! reuse device memory (the pool's reserved bytes stop growing) and plan each geometry once.
+//!
+//! Run single-threaded (`--test-threads=1`, as `scripts/gpu-check.sh` does): the TF32 switch and
+//! the profiler are process-wide.
 //!
 //! Tolerance: `|gpu − cpu| ≤ 1e-4 · max|cpu| + 1e-6` per element. Both sides are f32 with
 //! different summation orders (cuBLAS vs `gemm`), whose error grows like √n·ε ≈ 1e-5 relative
@@ -17,7 +24,7 @@
 use dfdx::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use spatial_reasoning::models::{self, BuildBackbone, Images};
+use spatial_reasoning::models::{self, Backbone, BuildBackbone, Images};
 use spatial_reasoning::ops::{self, BnMode, BnParams, ConvWeight, OpsDevice};
 
 fn gpu() -> Cuda {
@@ -168,6 +175,7 @@ fn batch_norm2d_cuda_matches_cpu() {
 
 /// Which single-input op [`unary_run`] applies.
 #[derive(Clone, Copy, Debug)]
+#[allow(clippy::enum_variant_names)]
 enum Unary {
     AvgPool,
     MaxPool,
@@ -301,4 +309,275 @@ fn assert_close_l2(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
         "{what}: relative L2 difference {rel:.2e} > {tol:.0e}"
     );
     eprintln!("{what}: relative L2 |gpu - cpu| {rel:.2e} (tolerance {tol:.0e})");
+}
+
+/// Conv-4's and ResNet's first convolution with TF32 allowed: close to the FMA (default) result
+/// within TF32's precision (10-bit mantissa: ~1e-3 relative per product, summed); each geometry
+/// is planned once per math mode.
+#[test]
+fn conv2d_tf32_is_close_and_plans_are_cached() {
+    let dev = gpu();
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let (b, h, w) = (16, 32, 32);
+    let xv = randv(&mut rng, b * 16 * h * w, 1.0);
+    let wv = randv(&mut rng, 16 * 16 * 9, 0.5);
+    let r = randv(&mut rng, b * 16 * h * w, 1.0);
+    ops::cuda::set_tf32(false);
+    let before = ops::cuda::conv_plans(&dev).unwrap();
+    let fma = conv_run::<Cuda, 16, 16, 3>(&dev, (b, h, w), &xv, &wv, 1, 1, &r);
+    let again = conv_run::<Cuda, 16, 16, 3>(&dev, (b, h, w), &xv, &wv, 1, 1, &r);
+    assert_eq!(
+        ops::cuda::conv_plans(&dev).unwrap(),
+        before + 1,
+        "one plan per geometry"
+    );
+    ops::cuda::set_tf32(true);
+    let tf32 = conv_run::<Cuda, 16, 16, 3>(&dev, (b, h, w), &xv, &wv, 1, 1, &r);
+    ops::cuda::set_tf32(false);
+    assert_eq!(
+        ops::cuda::conv_plans(&dev).unwrap(),
+        before + 2,
+        "one more for TF32"
+    );
+    for (name, i) in [("y", 0), ("dx", 1), ("dw", 2)] {
+        // The same plan twice: the same algorithms (backward-filter ones may accumulate in a
+        // different order run to run), so equal up to rounding.
+        assert_close(&format!("conv fma repeat {name}"), &again[i], &fma[i]);
+        let scale = fma[i].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = tf32[i]
+            .iter()
+            .zip(&fma[i])
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("conv tf32 vs fma {name}: max diff {diff:.2e} (max {scale:.2e})");
+        assert!(
+            diff <= 2e-2 * scale,
+            "TF32 {name} off by {diff} (max {scale})"
+        );
+    }
+}
+
+/// Larger batch-norm (many blocks per channel), max pooling with ties, on both devices.
+#[test]
+fn batch_norm_many_slices_and_max_pool_ties_match_cpu() {
+    const C: usize = 16;
+    let dims = (64, 32, 32); // 65,536 values per channel: 64 slices per channel
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let xv: Vec<f32> = randv(&mut rng, 64 * C * 1024, 2.0)
+        .iter()
+        .map(|v| v - 0.5)
+        .collect();
+    let gv = randv(&mut rng, C, 1.5);
+    let bv = randv(&mut rng, C, 0.5);
+    let rm = randv(&mut rng, C, 0.5);
+    let rv: Vec<f32> = randv(&mut rng, C, 0.5).iter().map(|v| v + 1.0).collect();
+    let r = randv(&mut rng, xv.len(), 1.0);
+    let rs = (&rm[..], &rv[..]);
+    for relu in [false, true] {
+        let c = bn_run::<Cpu, C>(
+            &Cpu::default(),
+            dims,
+            &xv,
+            &gv,
+            &bv,
+            rs,
+            BnMode::Train,
+            relu,
+            &r,
+        );
+        let g = bn_run::<Cuda, C>(&gpu(), dims, &xv, &gv, &bv, rs, BnMode::Train, relu, &r);
+        let names = ["y", "dx", "dweight", "dbias", "running_mean", "running_var"];
+        for (i, name) in names.iter().enumerate() {
+            assert_close(&format!("bn large relu={relu} {name}"), &g[i], &c[i]);
+        }
+    }
+    // Ties: values on a coarse grid, so many windows have several maxima.
+    let dims = (8, 16, 16);
+    let xv: Vec<f32> = randv(&mut rng, 8 * 8 * 256, 2.0)
+        .iter()
+        .map(|v| v.round())
+        .collect();
+    let r = randv(&mut rng, xv.len(), 1.0);
+    let c = unary_run(&Cpu::default(), Unary::MaxPool, dims, &xv, &r);
+    let g = unary_run(&gpu(), Unary::MaxPool, dims, &xv, &r);
+    assert_close("max pool ties y", &g[0], &c[0]);
+    assert_close("max pool ties dx", &g[1], &c[1]);
+}
+
+/// The device-generic path stays callable on `Cuda` and agrees with the CUDA path.
+#[test]
+fn generic_path_still_runs_on_cuda() {
+    let dev = gpu();
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let (b, h, w) = (4, 12, 12);
+    let xv = randv(&mut rng, b * 8 * h * w, 1.0);
+    let wv = randv(&mut rng, 16 * 8 * 9, 0.5);
+    let x = dev.tensor_from_vec(xv, (b, Const::<8>, h, w));
+    let wt: ConvWeight<16, 8, 3, Cuda> = dev.tensor_from_vec(wv, (Const, Const, Const, Const));
+    let fast = ops::conv2d(x.clone(), &wt, 2, 1).unwrap().as_vec();
+    let generic = ops::generic::conv2d(x.clone(), &wt, 2, 1).unwrap().as_vec();
+    assert_close("generic vs cuda conv", &generic, &fast);
+    let pooled = ops::generic::global_avg_pool(x.clone()).unwrap().as_vec();
+    let fused = ops::global_avg_pool(x).unwrap().as_vec();
+    assert_close("generic vs cuda global pool", &pooled, &fused);
+}
+
+/// The optimiser's device path follows dfdx's reference Adam trajectory (as the host path's unit
+/// test does) and PyTorch's SGD with momentum (computed by hand).
+#[test]
+fn optimizer_on_cuda_follows_the_reference_trajectories() {
+    use spatial_reasoning::config::{OptimConfig, OptimizerKind};
+    use spatial_reasoning::optim::Optimizer;
+    let dev = gpu();
+    let mut t: Tensor<Rank1<5>, f32, Cuda> = dev.ones();
+    let rate = dev.tensor([1e-6f32, 1e-5, 1e-4, 1e-3, 1e-2]);
+    let expected = [
+        [0.99999994f32, 0.999996, 0.9997143, 0.9990244, 0.99900025],
+        [0.9999999, 0.999992, 0.99942863, 0.99804884, 0.9980005],
+        [0.9999998, 0.999988, 0.999143, 0.9970733, 0.9970008],
+    ];
+    let mut opt = Optimizer::new(OptimConfig::default());
+    for e in expected {
+        let mut g = (t.leaky_trace() * rate.clone()).square().mean().backward();
+        opt.step(&mut t, &mut g).unwrap();
+        let got = t.array();
+        for (a, b) in got.iter().zip(e) {
+            assert!((a - b).abs() < 1e-6, "adam on cuda: {got:?} vs {e:?}");
+        }
+    }
+    // SGD(lr 0.1, momentum 0.9) on 0.5 p², p0 = 1: 0.9, then 0.72.
+    let mut p: Tensor<Rank1<1>, f32, Cuda> = dev.ones();
+    let mut sgd = Optimizer::new(OptimConfig {
+        name: OptimizerKind::Sgd,
+        lr: 0.1,
+        momentum: 0.9,
+        ..Default::default()
+    });
+    for want in [0.9f32, 0.72] {
+        let mut g = (p.leaky_trace().square() * 0.5).sum().backward();
+        sgd.step(&mut p, &mut g).unwrap();
+        assert!(
+            (p.array()[0] - want).abs() < 1e-6,
+            "sgd on cuda: {:?}",
+            p.array()
+        );
+    }
+}
+
+/// A non-finite gradient changes nothing on the device either; the state read back from the GPU
+/// resumes bit-identically on a fresh optimiser (uploaded again), as on the host.
+#[test]
+fn optimizer_on_cuda_refuses_nonfinite_and_round_trips_state() {
+    use spatial_reasoning::config::OptimConfig;
+    use spatial_reasoning::optim::{OptimError, Optimizer};
+    let dev = gpu();
+    let mut t: Tensor<Rank1<2>, f32, Cuda> = dev.tensor([1.0, -1.0]);
+    let mut opt = Optimizer::new(OptimConfig::default());
+    let mut g = t.leaky_trace().sqrt().sum().backward(); // sqrt(-1): NaN gradient
+    let err = opt.step(&mut t, &mut g).unwrap_err();
+    assert!(
+        matches!(err, OptimError::NonFiniteGradient { index: 0, count: 1 }),
+        "{err}"
+    );
+    assert_eq!(t.array(), [1.0, -1.0]);
+    assert_eq!(opt.step_count(), 0);
+
+    let target = dev.tensor([0.5f32, -2.0, 3.0]);
+    let loss = |t: &Tensor<Rank1<3>, f32, Cuda>| {
+        (t.leaky_trace() - target.clone()).square().sum().backward()
+    };
+    let mut a: Tensor<Rank1<3>, f32, Cuda> = dev.ones();
+    let mut opt_a = Optimizer::new(OptimConfig::default());
+    for _ in 0..3 {
+        let mut g = loss(&a);
+        opt_a.step(&mut a, &mut g).unwrap();
+    }
+    let saved_p = a.as_vec();
+    let saved = opt_a.state().clone();
+    assert_eq!(saved.step, 3);
+    assert!(
+        saved.m[0].iter().all(|m| *m != 0.0),
+        "moments read back: {saved:?}"
+    );
+    for _ in 0..3 {
+        let mut g = loss(&a);
+        opt_a.step(&mut a, &mut g).unwrap();
+    }
+    let mut b: Tensor<Rank1<3>, f32, Cuda> = dev.zeros();
+    b.copy_from(&saved_p);
+    let mut opt_b = Optimizer::new(OptimConfig::default());
+    opt_b.load_state(saved);
+    for _ in 0..3 {
+        let mut g = loss(&b);
+        opt_b.step(&mut b, &mut g).unwrap();
+    }
+    assert_eq!(
+        a.as_vec(),
+        b.as_vec(),
+        "bit-identical after resume on the GPU"
+    );
+}
+
+/// Training steps of ResNet-8 with the crate's optimiser: from step 4 on the memory pool's
+/// reserved bytes stay constant (every allocation of a step is served from memory freed by the
+/// previous one; the pool keeps freed memory, so an allocation it could not serve would show as
+/// growth), the convolutions are planned once, the loss stays finite and falls, and the profiler
+/// sees every op of the step.
+#[test]
+fn training_steps_reuse_device_memory() {
+    use spatial_reasoning::optim::Optimizer;
+    let dev = gpu();
+    let b = 64;
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let xv = randv(&mut rng, b * 3 * 32 * 32, 1.0);
+    let x: Images<Cuda> = dev.tensor_from_vec(xv, (b, Const::<3>, 32, 32));
+    let mut model = models::build::<models::ResNet8<Cuda>, Cuda>(&dev, 3).unwrap();
+    let mut opt = Optimizer::new(Default::default());
+    let mut reserved = Vec::new();
+    let mut losses = Vec::new();
+    let mut plans = Vec::new();
+    for step in 0..6 {
+        if step == 4 {
+            ops::cuda::profile::enable(true);
+        }
+        let grads = model.alloc_grads();
+        let f = model.forward_train(x.clone().traced(grads)).unwrap();
+        let loss = f.square().mean();
+        losses.push(loss.array());
+        let mut grads = loss.backward();
+        opt.step(&mut model, &mut grads).unwrap();
+        dev.synchronize();
+        reserved.push(ops::cuda::reserved_memory(&dev).unwrap());
+        plans.push(ops::cuda::conv_plans(&dev).unwrap());
+    }
+    let profile = ops::cuda::profile::report(&dev).unwrap();
+    ops::cuda::profile::enable(false);
+    eprintln!("reserved bytes per step {reserved:?}; losses {losses:?}; plans {plans:?}");
+    eprintln!("profile (steps 5-6): {profile:?}");
+    assert!(
+        losses.iter().all(|l| l.is_finite()) && losses[5] < losses[0],
+        "{losses:?}"
+    );
+    assert!(
+        reserved[3..].windows(2).all(|w| w[1] <= w[0]),
+        "the pool grew after step 4: {reserved:?}"
+    );
+    assert!(plans[1..].iter().all(|&p| p == plans[0]), "{plans:?}");
+    for op in [
+        "conv.fwd",
+        "conv.bwd_data",
+        "conv.bwd_filter",
+        "bn.fwd",
+        "bn.bwd",
+    ] {
+        assert!(
+            profile.iter().any(|o| o.name == op),
+            "{op} missing: {profile:?}"
+        );
+    }
+    for op in ["add_relu.fwd", "gap.fwd", "optim.check", "optim.update"] {
+        assert!(
+            profile.iter().any(|o| o.name == op),
+            "{op} missing: {profile:?}"
+        );
+    }
 }

@@ -17,9 +17,12 @@
 //! Weights, activations, batch-norm, losses and the optimiser stay f32 (the master weights are
 //! rounded when packed, each call).
 //!
-//! [`OpsDevice`] picks one per device: `Cpu` uses the fast path, `Cuda` (feature `cuda`) the
-//! generic path. Both stay callable directly (`ops::cpu::conv2d`, `ops::generic::conv2d`), which
-//! is how the tests check them against each other and against finite differences.
+//! On `Cuda` (feature `cuda`) a third: [`cuda`], cuDNN convolutions and fused kernels
+//! ([`kernels`], `kernels.cu`) registered on the tape the same way.
+//!
+//! [`OpsDevice`] picks one per device: `Cpu` uses the fast path, `Cuda` the CUDA path. All stay
+//! callable directly (`ops::cpu::conv2d`, `ops::generic::conv2d`, `ops::cuda::conv2d`), which is
+//! how the tests check them against each other and against finite differences.
 //!
 //! All activations are NCHW, [`Act<C, D, T>`] = `(batch, Const<C>, height, width)`, batch and
 //! spatial sizes at run time. Inputs may be any layout: the fast path makes them contiguous first
@@ -44,8 +47,11 @@
 
 pub mod bf16;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod direct;
 pub mod generic;
+pub mod kernels;
 
 use dfdx::prelude::*;
 
@@ -170,8 +176,8 @@ pub fn out_size(input: usize, kernel: usize, stride: usize, padding: usize) -> u
     (input + 2 * padding - kernel) / stride + 1
 }
 
-/// A dfdx device with the crate's ops. `Cpu` overrides every method with the fast path;
-/// other devices use the defaults, which are the [`generic`] path.
+/// A dfdx device with the crate's ops. `Cpu` overrides every method with the fast path, `Cuda`
+/// with the CUDA path ([`cuda`]); other devices use the defaults, the [`generic`] path.
 pub trait OpsDevice: Device<f32> {
     /// 2-D convolution, no bias, square kernel `K`, zero padding.
     ///
@@ -282,7 +288,45 @@ impl OpsDevice for Cpu {
 }
 
 #[cfg(feature = "cuda")]
-impl OpsDevice for Cuda {}
+impl OpsDevice for Cuda {
+    fn add_relu<const C: usize, T: Tape<f32, Self>>(
+        a: Act<C, Self, T>,
+        b: Act<C, Self, T>,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        cuda::add_relu(a, b)
+    }
+    fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Self>>(
+        x: Act<I, Self, T>,
+        w: &ConvWeight<O, I, K, Self>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Act<O, Self, T>, Self::Err> {
+        cuda::conv2d(x, w, stride, padding)
+    }
+    fn batch_norm2d<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+        bn: BnParams<'_, C, Self>,
+        mode: BnMode,
+        relu: bool,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        cuda::batch_norm2d(x, bn, mode, relu)
+    }
+    fn avg_pool2x2<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        cuda::avg_pool2x2(x)
+    }
+    fn max_pool2x2<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        cuda::max_pool2x2(x)
+    }
+    fn global_avg_pool<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+    ) -> Result<Pooled<C, Self, T>, Self::Err> {
+        cuda::global_avg_pool(x)
+    }
+}
 
 /// [`OpsDevice::conv2d`] on `x`'s device. See there for shapes.
 pub fn conv2d<D: OpsDevice, const I: usize, const O: usize, const K: usize, T: Tape<f32, D>>(

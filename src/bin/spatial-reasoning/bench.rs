@@ -2,7 +2,9 @@
 //! inference (eval-mode forward), after warm-up. `benches/torch_twin.py` runs the same model and
 //! step in PyTorch with the same options and output; `benches/compare.sh` prints the ratio.
 //!
-//! The training loss is `mean(features²)`, so the step is the backbone alone.
+//! The training loss is `mean(features²)`, so the step is the backbone alone. In a `cuda` build
+//! the training step's update is the crate's optimiser (Adam on the device, as the training loop
+//! runs it); on the CPU it is dfdx's Adam (as the CPU figures in BENCHMARKS.md were measured).
 
 use dfdx::optim::Adam;
 use dfdx::prelude::*;
@@ -78,6 +80,15 @@ pub struct Args {
     /// CPU only, see `train.precision`).
     #[arg(long)]
     bf16: bool,
+    /// `cuda` build: let cuDNN's convolutions use TF32 tensor cores (PyTorch's default
+    /// `cudnn.allow_tf32 = True`); without it they are restricted to FMA float math.
+    #[arg(long)]
+    tf32: bool,
+    /// `cuda` build: also time each op of the step on the GPU (CUDA events) and report the
+    /// milliseconds per step of each (adds the events' own cost to the step). With --pretrain:
+    /// over every step, warm-up included.
+    #[arg(long)]
+    profile: bool,
 }
 
 struct Timing {
@@ -88,11 +99,20 @@ struct Timing {
     mode: Mode,
     size: usize,
     dfdx_cache: bool,
+    profile: bool,
+}
+
+/// What a timed run measured.
+struct Measured {
+    img_per_s: f64,
+    /// `cuda` build: per-op GPU milliseconds per timed step (`--profile`), and peak bytes in use.
+    profile: Option<serde_json::Value>,
+    peak_gpu_bytes: Option<u64>,
 }
 
 impl BackboneFn<Dev> for Timing {
-    type Output = anyhow::Result<f64>;
-    fn call<B: Backbone<Dev> + 'static>(self, mut model: B) -> anyhow::Result<f64> {
+    type Output = anyhow::Result<Measured>;
+    fn call<B: Backbone<Dev> + 'static>(self, mut model: B) -> anyhow::Result<Measured> {
         let dev = self.dev;
         if self.dfdx_cache {
             dev.enable_cache();
@@ -106,26 +126,39 @@ impl BackboneFn<Dev> for Timing {
                 ..Default::default()
             },
         );
+        // The training loop's optimiser (on the device in a cuda build), Adam lr 1e-3.
+        let mut ours = spatial_reasoning::optim::Optimizer::new(Default::default());
         let mut grads = model.alloc_grads();
         let mut elapsed = 0.0;
         for step in 0..self.warmup + self.steps {
+            if step == self.warmup {
+                profile_start(&dev, self.profile)?;
+            }
             let t = Instant::now();
-            match self.mode {
-                Mode::Train => {
-                    let f = model
-                        .forward_train(x.clone().traced(grads))
-                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                    let loss = f.square().mean();
-                    grads = loss.backward();
-                    opt.update(&mut model, &grads)
-                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                    model.zero_grads(&mut grads);
-                }
-                Mode::Infer => {
-                    let f = model
-                        .forward_eval(x.clone())
-                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                    std::hint::black_box(f);
+            {
+                // (--profile: the step's events bracket this block, before the wait below)
+                let _scope = step_scope(&dev, self.profile && step >= self.warmup);
+                match self.mode {
+                    Mode::Train => {
+                        let f = model
+                            .forward_train(x.clone().traced(grads))
+                            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                        let loss = f.square().mean();
+                        grads = loss.backward();
+                        if cfg!(feature = "cuda") {
+                            ours.step(&mut model, &mut grads)?;
+                        } else {
+                            opt.update(&mut model, &grads)
+                                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                        }
+                        model.zero_grads(&mut grads);
+                    }
+                    Mode::Infer => {
+                        let f = model
+                            .forward_eval(x.clone())
+                            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                        std::hint::black_box(f);
+                    }
                 }
             }
             // A GPU runs the step asynchronously: wait for it before reading the clock.
@@ -135,7 +168,74 @@ impl BackboneFn<Dev> for Timing {
                 elapsed += t.elapsed().as_secs_f64();
             }
         }
-        Ok((self.batch * self.steps) as f64 / elapsed)
+        Ok(Measured {
+            img_per_s: (self.batch * self.steps) as f64 / elapsed,
+            profile: profile_report(&dev, self.profile, self.steps)?,
+            peak_gpu_bytes: peak_gpu_bytes(&dev),
+        })
+    }
+}
+
+#[cfg(feature = "cuda")]
+use spatial_reasoning::ops::cuda;
+
+/// Starts the per-op profile (drops what warm-up recorded).
+fn profile_start(dev: &Dev, on: bool) -> anyhow::Result<()> {
+    #[cfg(feature = "cuda")]
+    if on {
+        cuda::profile::enable(true);
+        cuda::profile::reset(dev).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    let _ = (dev, on);
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn step_scope(dev: &Dev, on: bool) -> Option<cuda::profile::Scope> {
+    if on {
+        cuda::profile::scope_on(dev, "step")
+    } else {
+        None
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn step_scope(_dev: &Dev, _on: bool) -> Option<()> {
+    None
+}
+
+/// The per-op table: milliseconds per step and launches per step of each op name.
+fn profile_report(dev: &Dev, on: bool, steps: usize) -> anyhow::Result<Option<serde_json::Value>> {
+    #[cfg(feature = "cuda")]
+    if on {
+        let ops = cuda::profile::report(dev).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        cuda::profile::enable(false);
+        let rows: Vec<serde_json::Value> = ops
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "op": o.name,
+                    "ms_per_step": o.ms / steps as f64,
+                    "calls_per_step": o.calls as f64 / steps as f64,
+                })
+            })
+            .collect();
+        return Ok(Some(serde_json::Value::Array(rows)));
+    }
+    let _ = (dev, on, steps);
+    Ok(None)
+}
+
+/// Peak bytes in use from the GPU's memory pool (`cuda` build).
+fn peak_gpu_bytes(dev: &Dev) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::peak_memory(dev).ok()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = dev;
+        None
     }
 }
 
@@ -158,6 +258,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.bf16 {
         spatial_reasoning::set_precision(spatial_reasoning::Precision::Bf16)?;
     }
+    if (args.tf32 || args.profile) && !cfg!(feature = "cuda") {
+        anyhow::bail!("--tf32 and --profile apply to the cuda build only");
+    }
+    #[cfg(feature = "cuda")]
+    cuda::set_tf32(args.tf32);
     if args.pipeline {
         return bench_pipeline(&args, threads);
     }
@@ -173,11 +278,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         mode: args.mode,
         size: args.size,
         dfdx_cache: args.dfdx_cache,
+        profile: args.profile,
     };
-    let ips =
+    let m =
         with_backbone(args.backbone, &dev, 0, timing).map_err(|e| anyhow::anyhow!("{e:?}"))??;
+    let ips = m.img_per_s;
+    let math = if cfg!(feature = "cuda") {
+        Some(if args.tf32 { "tf32" } else { "fp32" })
+    } else {
+        None
+    };
     if args.json {
-        let j = serde_json::json!({
+        let mut j = serde_json::json!({
             "impl": "dfdx",
             "backbone": args.backbone.name(),
             "batch": args.batch,
@@ -189,18 +301,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "steps": args.steps,
             "img_per_s": ips,
         });
+        if let Some(math) = math {
+            j["math"] = math.into();
+        }
+        if let Some(b) = m.peak_gpu_bytes {
+            j["peak_gpu_mib"] = (b as f64 / (1 << 20) as f64).into();
+        }
+        if let Some(p) = m.profile {
+            j["profile"] = p;
+        }
         println!("{j}");
     } else {
         println!(
-            "{} {} batch {} size {} threads {} {}: {:.1} img/s",
+            "{} {} batch {} size {} threads {} {}{}: {:.1} img/s{}",
             args.backbone.name(),
             args.mode.name(),
             args.batch,
             args.size,
             threads,
             spatial_reasoning::precision().name(),
-            ips
+            math.map(|m| format!(" ({m})")).unwrap_or_default(),
+            ips,
+            m.peak_gpu_bytes
+                .map(|b| format!(", peak GPU memory {:.0} MiB", b as f64 / (1 << 20) as f64))
+                .unwrap_or_default()
         );
+        if let Some(serde_json::Value::Array(rows)) = &m.profile {
+            for r in rows {
+                println!(
+                    "  {:<18} {:>8.3} ms/step {:>6.1} calls/step",
+                    r["op"].as_str().unwrap_or("?"),
+                    r["ms_per_step"].as_f64().unwrap_or(0.0),
+                    r["calls_per_step"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -301,6 +436,9 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
             }
         }
     };
+    // --profile: every op of every step (warm-up included) on the training thread (this one).
+    #[cfg(feature = "cuda")]
+    cuda::profile::enable(args.profile);
     let result = train::pretrain(
         &cfg,
         &data,
@@ -312,6 +450,12 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     result?;
+    let profile = if args.profile {
+        let dev = spatial_reasoning::new_device(0)?;
+        profile_report(&dev, true, rows.len().max(1))?
+    } else {
+        None
+    };
     // Each row covers one step (log_every = 1): drop the warm-up steps, then
     // images/s = Σ images / Σ seconds and wait = Σ wait / Σ seconds over the timed steps.
     let timed: Vec<_> = rows.iter().skip(args.warmup).collect();
@@ -323,8 +467,17 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
     let img_per_s = (timed.len() * args.batch) as f64 / secs;
     let wait_frac = wait / secs;
     let rss = peak_rss_mib();
+    // cuda build: the device's memory pool is per GPU, so a second handle reads its high-water mark.
+    let peak_gpu_mib = if cfg!(feature = "cuda") {
+        spatial_reasoning::new_device(0)
+            .ok()
+            .and_then(|d| peak_gpu_bytes(&d))
+            .map(|b| b as f64 / (1 << 20) as f64)
+    } else {
+        None
+    };
     if args.json {
-        let j = serde_json::json!({
+        let mut j = serde_json::json!({
             "impl": "spatial-reasoning",
             "bench": "pretrain",
             "backbone": args.backbone.name(),
@@ -340,10 +493,17 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
             "data_wait": wait_frac,
             "peak_rss_mib": rss,
         });
+        if let Some(m) = peak_gpu_mib {
+            j["peak_gpu_mib"] = m.into();
+            j["math"] = (if args.tf32 { "tf32" } else { "fp32" }).into();
+        }
+        if let Some(p) = profile {
+            j["profile"] = p;
+        }
         println!("{j}");
     } else {
         println!(
-            "pretrain {} B {} K {} P {} p {} size {} threads {} {}: {:.2} source img/s, data wait {:.1}%, peak RSS {}",
+            "pretrain {} B {} K {} P {} p {} size {} threads {} {}: {:.2} source img/s, data wait {:.1}%, peak RSS {}{}",
             args.backbone.name(),
             args.batch,
             args.views,
@@ -354,7 +514,10 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
             cfg.train.precision.name(),
             img_per_s,
             100.0 * wait_frac,
-            rss.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into())
+            rss.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into()),
+            peak_gpu_mib
+                .map(|m| format!(", peak GPU memory {m:.0} MiB"))
+                .unwrap_or_default()
         );
     }
     Ok(())
