@@ -98,7 +98,13 @@ pub fn diagnostics_table(
     let mut t = String::from(
         "| arm | epoch | seeds | online kNN (%) | position R² Δrow | position R² Δcol | offset r Δrow | offset r Δcol | offset R² Δrow | offset R² Δcol |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for arm in arm_order {
+    let mut arms: Vec<&String> = Vec::new();
+    for a in arm_order {
+        if !arms.contains(&a) {
+            arms.push(a);
+        }
+    }
+    for arm in arms {
         let refs: Vec<&Diagnostics> = references
             .iter()
             .filter(|r| &r.0 == arm)
@@ -394,4 +400,33 @@ where
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::AxisFit;
+
+    #[test]
+    fn each_arm_appears_once_whatever_the_order_lists() {
+        let d = Diagnostics {
+            offset: None,
+            position: AxisFit {
+                r: [0.5, 0.5],
+                r2: [0.25, 0.2],
+            },
+            knn_acc: Some(0.3),
+            seconds: 1.0,
+            predictions: vec![],
+        };
+        let refs = vec![
+            ("random-init".to_string(), 1, d.clone()),
+            ("random-init".to_string(), 2, d),
+        ];
+        // One entry per reference, as a caller collecting arm names from the references gets.
+        let order = vec!["random-init".to_string(), "random-init".to_string()];
+        let t = diagnostics_table(&[], &refs, &order);
+        assert_eq!(t.matches("| random-init |").count(), 1, "{t}");
+        assert!(t.contains("| random-init | 0 | 2 | 30.0 ± 0.0 | 0.25 ± 0.00 | 0.20 ± 0.00 |"));
+    }
 }
