@@ -38,8 +38,29 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
+/// Tableau 20's light companions of [`PALETTE`], for the 11th to 20th series.
+const PALETTE_LIGHT: [RGBColor; 10] = [
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
+    RGBColor(255, 152, 150),
+    RGBColor(197, 176, 213),
+    RGBColor(196, 156, 148),
+    RGBColor(247, 182, 210),
+    RGBColor(199, 199, 199),
+    RGBColor(219, 219, 141),
+    RGBColor(158, 218, 229),
+];
+
+/// Colour of series `i`: Tableau 10, then its light companions (an ablation study charts 13
+/// arms), then around again.
 pub(crate) fn colour(i: usize) -> RGBColor {
-    PALETTE[i % PALETTE.len()]
+    let i = i % (PALETTE.len() + PALETTE_LIGHT.len());
+    if i < PALETTE.len() {
+        PALETTE[i]
+    } else {
+        PALETTE_LIGHT[i - PALETTE.len()]
+    }
 }
 
 /// Colour of `arm`: its index in `arm_order`, or after it in order of first appearance in `extra`.
