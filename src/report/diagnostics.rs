@@ -10,8 +10,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::plots::{
-    arm_colour, decimals, draw_legend, finite_range, padded, plot_paths, split_legend, DrawResult,
-    Swatch, FAMILY,
+    arm_colour, draw_legend, finite_range, line_chart, padded, plot_paths, split_legend,
+    DrawResult, Swatch, FAMILY,
 };
 use super::summary::mean_std;
 use super::{MetricRow, PlotFiles, ReportError, RowKind};
@@ -169,24 +169,11 @@ pub fn plot_diagnostics(
             epochs.len()
         )));
     }
-    register_font();
-    let files = plot_paths(stem)?;
-    let size = (1800, 560);
-    {
-        let root = BitMapBackend::new(&files.png, size).into_drawing_area();
-        draw_diagnostics(&root, epochs, references, arm_order).map_err(|e| ReportError::Plot {
-            path: files.png.clone(),
-            detail: e.to_string(),
-        })?;
-    }
-    {
-        let root = SVGBackend::new(&files.svg, size).into_drawing_area();
-        draw_diagnostics(&root, epochs, references, arm_order).map_err(|e| ReportError::Plot {
-            path: files.svg.clone(),
-            detail: e.to_string(),
-        })?;
-    }
-    Ok(files)
+    render_both!(
+        stem,
+        (1800, 560),
+        draw_diagnostics(epochs, references, arm_order)
+    )
 }
 
 fn draw_diagnostics<DB: DrawingBackend>(
@@ -239,26 +226,7 @@ where
             },
             0.08,
         );
-        let yd = decimals(yr.1 - yr.0);
-        let mut chart = ChartBuilder::on(panel)
-            .caption(q.title, (FAMILY, 20))
-            .margin(15)
-            .margin_right(25)
-            .x_label_area_size(50)
-            .y_label_area_size(75)
-            .build_cartesian_2d(0.0..max_epoch, yr.0..yr.1)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc(q.axis)
-            .x_labels(6)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.yd$}"))
-            .label_style((FAMILY, 16))
-            .axis_desc_style((FAMILY, 18))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.08))
-            .draw()?;
+        let mut chart = line_chart(panel, q.title, ("epoch", q.axis), (0.0, max_epoch), yr)?;
         for arm in &arms {
             let c = arm_colour(arm_order, &arms, arm);
             let refs: Vec<f64> = references
@@ -322,26 +290,10 @@ pub fn plot_offset_scatter(
             stem.display()
         )));
     }
-    register_font();
-    let files = plot_paths(stem)?;
     let cols = offsets.len().min(4);
     let rows = offsets.len().div_ceil(cols);
     let size = ((420 * cols as u32).max(560), 420 * rows as u32 + 40);
-    {
-        let root = BitMapBackend::new(&files.png, size).into_drawing_area();
-        draw_scatter(&root, offsets, rows, cols).map_err(|e| ReportError::Plot {
-            path: files.png.clone(),
-            detail: e.to_string(),
-        })?;
-    }
-    {
-        let root = SVGBackend::new(&files.svg, size).into_drawing_area();
-        draw_scatter(&root, offsets, rows, cols).map_err(|e| ReportError::Plot {
-            path: files.svg.clone(),
-            detail: e.to_string(),
-        })?;
-    }
-    Ok(files)
+    render_both!(stem, size, draw_scatter(offsets, rows, cols))
 }
 
 fn draw_scatter<DB: DrawingBackend>(

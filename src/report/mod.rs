@@ -17,10 +17,12 @@
 //! (registered by [`crate::data::preview::register_font`]), so nothing depends on the fonts of the machine.
 
 mod csv;
+// First: its `render_both!` serves the chart modules after it.
+#[macro_use]
+mod plots;
 mod diagnostics;
 mod markdown;
 mod patches;
-mod plots;
 mod summary;
 
 use std::path::PathBuf;

@@ -206,6 +206,49 @@ pub fn plot_loss_curves(
     render_both!(stem, size, draw_loss_curves(curves, arm_order, with_acc))
 }
 
+/// A line chart on `panel` with the report's look: caption, axis descriptions, six x labels (few
+/// enough that four-digit steps do not run into each other), decimals fitted to each axis' span,
+/// faint major grid lines.
+pub(super) fn line_chart<'a, DB: DrawingBackend + 'a>(
+    panel: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    xr: (f64, f64),
+    yr: (f64, f64),
+) -> Result<
+    ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    Box<dyn Error + Send + Sync>,
+>
+where
+    DB::ErrorType: 'static,
+{
+    let (xd, yd) = (decimals(xr.1 - xr.0), decimals(yr.1 - yr.0));
+    let mut chart = ChartBuilder::on(panel)
+        .caption(title, (FAMILY, 20))
+        .margin(15)
+        .margin_right(30)
+        .x_label_area_size(50)
+        .y_label_area_size(75)
+        .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_labels(6)
+        .x_label_formatter(&|x| format!("{x:.xd$}"))
+        .y_label_formatter(&|y| format!("{y:.yd$}"))
+        .label_style((FAMILY, 16))
+        .axis_desc_style((FAMILY, 18))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.08))
+        .draw()?;
+    Ok(chart)
+}
+
 /// Mean over seeds per step of `f(row)`, for the runs of one arm.
 fn mean_curve(runs: &[&Vec<MetricRow>], f: impl Fn(&MetricRow) -> f64) -> Vec<(f64, f64)> {
     let mut by_step: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
@@ -276,27 +319,7 @@ where
         let yr =
             finite_range(curves.iter().flat_map(|c| c.2.iter().map(get))).unwrap_or((0.0, 1.0));
         let yr = padded(yr, 0.05);
-        let (xd, yd) = (decimals(xr.1 - xr.0), decimals(yr.1 - yr.0));
-        let mut chart = ChartBuilder::on(panel)
-            .caption(title, (FAMILY, 20))
-            .margin(15)
-            .margin_right(30)
-            .x_label_area_size(50)
-            .y_label_area_size(75)
-            .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)?;
-        chart
-            .configure_mesh()
-            .x_desc("step")
-            .y_desc(ylabel)
-            // few enough step labels that four-digit steps do not run into each other
-            .x_labels(6)
-            .x_label_formatter(&|x| format!("{x:.xd$}"))
-            .y_label_formatter(&|y| format!("{y:.yd$}"))
-            .label_style((FAMILY, 16))
-            .axis_desc_style((FAMILY, 18))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.08))
-            .draw()?;
+        let mut chart = line_chart(panel, title, ("step", ylabel), xr, yr)?;
         for arm in &arms {
             let c = arm_colour(arm_order, &arms, arm);
             let runs: Vec<&Vec<MetricRow>> = curves
