@@ -157,9 +157,17 @@ fn bf16_product() {
         let reps = (2e9 / (2.0 * (m * n * k) as f64)).ceil() as usize;
         let mut dst = vec![0.0f32; m * n];
         let t = std::time::Instant::now();
-        let packed = PackedB::new(k, n, Mat::new(&b_data, 1, k));
+        let packed = PackedB::new(bf16::Kernel::Best, k, n, Mat::new(&b_data, 1, k));
         for _ in 0..reps {
-            bf16::matmul(m, &mut dst, m, false, Mat::new(&a_data, 1, m), &packed);
+            bf16::matmul(
+                bf16::Kernel::Best,
+                m,
+                &mut dst,
+                m,
+                false,
+                Mat::new(&a_data, 1, m),
+                &packed,
+            );
         }
         let bf = 2.0 * (m * n * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
         let t = std::time::Instant::now();
@@ -197,6 +205,8 @@ fn bf16_product() {
 }
 
 fn main() {
+    // A training/timing process: keep freed activation buffers for reuse (as the CLI does).
+    spatial_reasoning::tune_allocator();
     type Bench = (&'static str, fn());
     let all: [Bench; 5] = [
         ("pipeline", pipeline),

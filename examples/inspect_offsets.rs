@@ -11,7 +11,8 @@ use spatial_reasoning::augment::{PatchAugment, PatchSampler};
 use spatial_reasoning::config::Config;
 use spatial_reasoning::data::{self, Split};
 use spatial_reasoning::experiment::run_normalization;
-use spatial_reasoning::method::inspect::{load_sr_model, predict_offsets, SrConv4};
+use spatial_reasoning::method::inspect::{predict_offsets, SrConv4};
+use spatial_reasoning::train::load_sr_model;
 
 fn pearson(xs: &[f32], ys: &[f32]) -> f64 {
     let n = xs.len() as f64;

@@ -162,7 +162,9 @@ pub enum RelationLoss {
     Focal,
 }
 
-/// How two features are aggregated into one pair vector.
+/// How the relation head combines the two features of a pair (the RR paper's ablation):
+/// concatenation (input width 2F) or the element-wise sum, mean or maximum (width F). See
+/// [`crate::method::head::aggregate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Aggregation {
@@ -170,6 +172,34 @@ pub enum Aggregation {
     Sum,
     Mean,
     Max,
+}
+
+impl Aggregation {
+    pub const ALL: [Aggregation; 4] = [Self::Cat, Self::Sum, Self::Mean, Self::Max];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cat => "cat",
+            Self::Sum => "sum",
+            Self::Mean => "mean",
+            Self::Max => "max",
+        }
+    }
+}
+
+/// The code saved with a head's weights (`head.aggregation`): 0 = cat, 1 = sum, 2 = mean, 3 = max.
+impl num_traits::ToPrimitive for Aggregation {
+    fn to_i64(&self) -> Option<i64> {
+        Some(Self::ALL.iter().position(|a| a == self).unwrap_or(0) as i64)
+    }
+    fn to_u64(&self) -> Option<u64> {
+        self.to_i64().map(|v| v as u64)
+    }
+}
+
+impl num_traits::NumCast for Aggregation {
+    fn from<T: num_traits::ToPrimitive>(n: T) -> Option<Self> {
+        Self::ALL.get(usize::try_from(n.to_i64()?).ok()?).copied()
+    }
 }
 
 /// What to do when a loss or gradient is not finite.
@@ -310,11 +340,13 @@ pub struct MethodConfig {
     /// Weight α of the distance MSE.
     pub alpha: f32,
     pub target_policy: TargetPolicy,
+    /// How the relation head combines a pair's two features: `cat` (the paper's), `sum`,
+    /// `mean`, `max`.
     pub aggregation: Aggregation,
     pub loss: RelationLoss,
     pub focal_gamma: f32,
     pub focal_alpha: f32,
-    /// Hidden width of the relation head.
+    /// Hidden width of the relation head (the paper's: 256).
     pub head_hidden: usize,
 }
 
@@ -580,7 +612,7 @@ pub enum ConfigError {
     FocalGamma(f32),
     #[error("method.focal_alpha = {0}: must lie in [0, 1]")]
     FocalAlpha(f32),
-    #[error("method.head_hidden = {0}: must be at least 1")]
+    #[error("method.head_hidden = {0}: must lie in 1..={MAX_HEAD_HIDDEN}")]
     HeadHidden(usize),
     #[error("optim.lr = {0}: must be finite and > 0")]
     LearningRate(f64),
@@ -699,6 +731,10 @@ pub const MAX_IMAGE_SIZE: usize = 4096;
 /// is most likely a typo, and a huge one made the generator's allocation fail: an abort, not an
 /// error naming the field.
 pub const MAX_TRAIN_SIZE: usize = 10_000_000;
+
+/// The largest `method.head_hidden` accepted (the paper's head has 256; a larger value is most
+/// likely a typo, and its weights grow linearly with it).
+pub const MAX_HEAD_HIDDEN: usize = 16_384;
 
 const PROBE_N: [usize; 6] = [0, 1, 3, 5, 7, 9];
 
@@ -862,7 +898,7 @@ impl Config {
         if !(0.0..=1.0).contains(&m.focal_alpha) {
             return Err(ConfigError::FocalAlpha(m.focal_alpha));
         }
-        if m.head_hidden == 0 {
+        if m.head_hidden == 0 || m.head_hidden > MAX_HEAD_HIDDEN {
             return Err(ConfigError::HeadHidden(m.head_hidden));
         }
         let o = &self.optim;

@@ -20,14 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::augment::Normalize;
 use crate::config::{Config, ValidConfig};
 use crate::data::{self, ImageDataset, Split};
 use crate::eval::{self, EvalResult, ProgressEvent, ResultRow};
-use crate::method::{RelationHead, SslModel};
+use crate::method::HeadSpec;
 use crate::models::{with_backbone, Backbone, BackboneFn};
 use crate::train::{self, checkpoint, Meta, PretrainOptions, TrainData, TrainError};
 
@@ -304,8 +303,7 @@ pub fn random_init_diagnostics(
     impl BackboneFn<crate::Device> for Job<'_> {
         type Output = Result<eval::Diagnostics, eval::EvalError>;
         fn call<B: Backbone<crate::Device> + 'static>(self, backbone: B) -> Self::Output {
-            self.probe
-                .measure(&backbone, None::<&RelationHead<1, f32, _>>, &self.dev)
+            self.probe.measure(&backbone, None, &self.dev)
         }
     }
     let dev = crate::new_device(cfg.train.seed).map_err(|e| JobError::Device(e.to_string()))?;
@@ -360,11 +358,9 @@ pub fn evaluate_source(
                     let tag = checkpoint::file_hash(path).map_err(TrainError::from)?.1;
                     let run = path.parent().and_then(Path::parent).and_then(Path::parent);
                     cache_tag = run.map(|r| (r.join("eval").join("features"), tag));
-                    if cfg.method.is_rr() {
-                        load_backbone::<B, 1>(backbone, dev, path)?
-                    } else {
-                        load_backbone::<B, 3>(backbone, dev, path)?
-                    }
+                    checkpoint::load_model(backbone, HeadSpec::from_config(cfg), dev, path)
+                        .map_err(TrainError::from)?
+                        .backbone
                 }
                 BackboneSource::RandomInit => backbone,
                 BackboneSource::Supervised => {
@@ -378,8 +374,11 @@ pub fn evaluate_source(
                         max_steps: cfg.train.max_steps,
                         ..Default::default()
                     };
-                    let precision = crate::ops::scoped_precision(cfg.train.precision)
+                    cfg.train
+                        .precision
+                        .check_supported()
                         .map_err(TrainError::from)?;
+                    backbone.set_precision(cfg.train.precision);
                     let report = eval::train_supervised(
                         &mut backbone,
                         dev,
@@ -388,7 +387,6 @@ pub fn evaluate_source(
                         &sup,
                         &mut |_| {},
                     )?;
-                    drop(precision);
                     progress(JobProgress::Eval(format!(
                         "supervised: {} epochs, final train acc {:.1}%",
                         report.epochs,
@@ -412,20 +410,6 @@ pub fn evaluate_source(
     };
     with_backbone(cfg.backbone.name, &dev, cfg.train.seed, job)
         .map_err(|e| JobError::Device(format!("{e:?}")))?
-}
-
-fn load_backbone<B: Backbone<crate::Device>, const OUT: usize>(
-    backbone: B,
-    dev: &crate::Device,
-    path: &Path,
-) -> Result<B, JobError> {
-    let head =
-        RelationHead::<OUT, f32, _>::build(dev).map_err(|e| JobError::Device(format!("{e:?}")))?;
-    let mut model = SslModel { backbone, head };
-    model
-        .load_safetensors(path)
-        .map_err(|e| file_err(path, format!("cannot load weights: {e:?}")))?;
-    Ok(model.backbone)
 }
 
 /// One arm of a job.

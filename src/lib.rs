@@ -28,7 +28,7 @@ pub mod rng;
 pub mod slurm;
 pub mod train;
 
-pub use ops::{precision, set_precision, Precision};
+pub use ops::{tune_allocator, Precision};
 
 /// The CPU device.
 pub type Cpu = dfdx::prelude::Cpu;

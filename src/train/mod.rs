@@ -30,10 +30,13 @@ use crate::augment::{Normalize, PatchAugment, PatchSampler, ViewAugment};
 use crate::config::{NonFinitePolicy, ValidConfig};
 use crate::data::{self, ImageDataset, Split};
 use crate::eval::{Diagnostics, Probe};
-use crate::method::{forward_loss, LossSettings, PairBatch, RelationHead, SslModel, StepStats};
+use crate::method::{
+    forward_loss, HeadSpec, LossSettings, PairBatch, RelationHead, SslModel, StepStats,
+};
 use crate::models::{Backbone, Images};
 use crate::optim::{OptimError, Optimizer};
 use crate::rng::{rng_for, Stream};
+pub use checkpoint::load_sr_model;
 use checkpoint::{TrainState, WindowSums};
 use metrics::{DiagColumns, MetricRow, MetricsWriter, RowKind};
 
@@ -262,7 +265,7 @@ pub fn pretrain<'a>(
     };
     // Before the run directory is touched: a refused precision (a CUDA build) or a missing
     // test split leaves nothing.
-    let _precision = crate::ops::scoped_precision(cfg.train.precision)?;
+    cfg.train.precision.check_supported()?;
     let probe = if cfg.diagnostics.enabled {
         let loaded;
         let test = match opts.test {
@@ -287,31 +290,20 @@ pub fn pretrain<'a>(
     }
     impl crate::models::BackboneFn<crate::Device> for Job<'_> {
         type Output = Result<Outcome, TrainError>;
-        fn call<B: Backbone<crate::Device> + 'static>(self, backbone: B) -> Self::Output {
-            let head_err = |e| TrainError::Device(format!("{e:?}"));
-            if self.cfg.method.is_rr() {
-                let head = RelationHead::<1, f32, _>::build(&self.dev).map_err(head_err)?;
-                train_loop(
-                    self.cfg,
-                    &self.dev,
-                    SslModel { backbone, head },
-                    self.data,
-                    self.run_dir,
-                    self.opts,
-                    self.probe.as_ref(),
-                )
-            } else {
-                let head = RelationHead::<3, f32, _>::build(&self.dev).map_err(head_err)?;
-                train_loop(
-                    self.cfg,
-                    &self.dev,
-                    SslModel { backbone, head },
-                    self.data,
-                    self.run_dir,
-                    self.opts,
-                    self.probe.as_ref(),
-                )
-            }
+        fn call<B: Backbone<crate::Device> + 'static>(self, mut backbone: B) -> Self::Output {
+            // Precision is the run's: the backbone carries it into its training passes.
+            backbone.set_precision(self.cfg.train.precision);
+            let head = RelationHead::new(&self.dev, HeadSpec::from_config(self.cfg))
+                .map_err(|e| TrainError::Device(format!("{e:?}")))?;
+            train_loop(
+                self.cfg,
+                &self.dev,
+                SslModel { backbone, head },
+                self.data,
+                self.run_dir,
+                self.opts,
+                self.probe.as_ref(),
+            )
         }
     }
     let job = Job {
@@ -464,10 +456,10 @@ fn add(w: &mut WindowSums, s: &StepStats, images: usize, seconds: f64, wait: f64
 /// The pretraining loop for one backbone and head. See the module docs. With a `probe`, every
 /// epoch row carries the diagnostics measured at the epoch's end, and an SR run keeps the head's
 /// predictions on the probe's test pairs in `run_dir/diagnostics/offsets.json`.
-pub fn train_loop<B, const OUT: usize>(
+pub fn train_loop<B>(
     cfg: &ValidConfig,
     dev: &crate::Device,
-    mut model: SslModel<B, RelationHead<OUT, f32, crate::Device>>,
+    mut model: SslModel<B, RelationHead<f32, crate::Device>>,
     data: &TrainData,
     run_dir: &Path,
     mut opts: PretrainOptions<'_>,
@@ -583,7 +575,7 @@ where
     let first = state.step;
     let stop_at = opts.stop_at_step.unwrap_or(u64::MAX).min(total_steps);
 
-    let save = |model: &SslModel<B, RelationHead<OUT, f32, crate::Device>>,
+    let save = |model: &SslModel<B, RelationHead<f32, crate::Device>>,
                 state: &TrainState,
                 opt: &Optimizer,
                 metrics: &mut MetricsWriter|
