@@ -218,7 +218,7 @@ pub fn export_run(
     let count = tensors.len();
     let file = ::safetensors::tensor::serialize(tensors, &Some(metadata.to_map()))
         .map_err(|e| file_err(out, format!("{e:?}")))?;
-    checkpoint::write_atomic(out, &file).map_err(|e| file_err(out, e))?;
+    crate::files::write_atomic(out, &file).map_err(|e| file_err(out, e))?;
     Ok(ExportSummary {
         out: out.to_path_buf(),
         checkpoint: model_path,

@@ -19,6 +19,8 @@ pub mod data;
 pub mod eval;
 pub mod experiment;
 pub mod export;
+pub mod files;
+pub mod font;
 pub mod method;
 pub mod models;
 pub mod ops;

@@ -35,7 +35,7 @@ use super::{EvalError, Result};
 use crate::augment::{
     offset_target, ColorParams, Normalize, PatchAugment, PatchParams, PatchPos, PatchSampler,
 };
-use crate::config::{OverlapRule, ValidConfig};
+use crate::config::ValidConfig;
 use crate::data::ImageDataset;
 use crate::method::RelationHead;
 use crate::models::{Backbone, FEATURES};
@@ -133,22 +133,27 @@ impl Probe {
                 ));
             }
         }
-        let m = &cfg.method;
-        // The sampler of the run, for two patches (one pair per image). RR runs keep the
-        // config's patch side, mode and overlap rule, so their features are probed on the same
-        // pairs as SR's.
-        let sampler = PatchSampler::new(test.height, test.width, cfg.patch_size, 2, m.overlap)
-            .or_else(|_| {
-                PatchSampler::new(
-                    test.height,
-                    test.width,
-                    cfg.patch_size,
-                    2,
-                    OverlapRule::Allowed,
-                )
-            })
-            .map_err(|e| EvalError::invalid("diagnostics: patch geometry", e.to_string()))?;
-        let aug = PatchAugment::new(m.patch_mode, cfg.data.image_size, cfg.patch_size, *norm)
+        // The run's geometry with two patches (one pair per image). RR runs keep the config's
+        // patch side, mode and overlap rule, so their features are probed on the same pairs as
+        // SR's.
+        let geometry = cfg
+            .geometry
+            .pair()
+            .map_err(|m| EvalError::invalid("diagnostics: two patches per image", m.to_string()))?;
+        let (side, p) = (geometry.image(), geometry.patch());
+        for ds in [train, test] {
+            if (ds.height, ds.width) != (side, side) {
+                return Err(EvalError::invalid(
+                    format!("diagnostics: {}/{}", ds.name, ds.split),
+                    format!(
+                        "{}×{} images, the run's geometry is for {side}×{side}",
+                        ds.height, ds.width
+                    ),
+                ));
+            }
+        }
+        let sampler = PatchSampler::for_geometry(&geometry);
+        let aug = PatchAugment::new(cfg.method.patch_mode, side, p, *norm)
             .map_err(|e| EvalError::invalid("diagnostics: patch geometry", e.to_string()))?;
         let draw = |ds: &ImageDataset, what: u64| -> (ImageDataset, PairSet) {
             let idx = pick(ds.len(), d.pairs, d.seed, what);
@@ -158,15 +163,15 @@ impl Probe {
             for (k, &i) in idx.iter().enumerate() {
                 let mut rng = rng_for(d.seed, Stream::Patches, what, i as u64);
                 let pos = sampler.sample(&mut rng);
-                let params = |p: PatchPos, rng: &mut crate::rng::Rng| PatchParams {
+                let params = |at: PatchPos, rng: &mut crate::rng::Rng| PatchParams {
                     color: ColorParams {
                         jitter: None,
                         gray: false,
                     },
-                    ..aug.sample_params(rng, p, cfg.patch_size)
+                    ..aug.sample_params(rng, at, p)
                 };
                 let (a, b) = (params(pos[0], &mut rng), params(pos[1], &mut rng));
-                let t = offset_target(pos[0], pos[1], ds.height, cfg.patch_size);
+                let t = offset_target(pos[0], pos[1], side, p);
                 pairs.push((k, a, b));
                 targets.push([t.0, t.1]);
             }
@@ -182,8 +187,8 @@ impl Probe {
             _ => None,
         };
         Ok(Some(Probe {
-            input_size: cfg.data.image_size,
-            patch: cfg.patch_size,
+            input_size: side,
+            patch: p,
             aug,
             norm: *norm,
             train_pairs,

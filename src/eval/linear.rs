@@ -8,6 +8,8 @@
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+use crate::ops::matmul::{matmul, MatMut, MatRef, Threads};
+
 use super::features::FeatureSet;
 use super::{EvalError, ProgressEvent, Result};
 use crate::config::EvalConfig;
@@ -122,30 +124,14 @@ impl LinearClassifier {
             row.copy_from_slice(&self.bias);
         }
         // z (m×C) += x (m×F) · Wᵀ (F×C); Wᵀ[f][c] = W[c·F + f].
-        // SAFETY: all pointers address buffers of the stated extents.
-        unsafe {
-            gemm::gemm(
-                m,
-                c,
-                f,
-                z.as_mut_ptr(),
-                1,
-                c as isize,
-                true,
-                x.as_ptr(),
-                1,
-                f as isize,
-                self.weight.as_ptr(),
-                f as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        matmul(
+            (m, c, f),
+            MatMut::new(z, c, 1),
+            true,
+            MatRef::new(x, f, 1),
+            MatRef::new(&self.weight, 1, f),
+            Threads::One,
+        );
     }
 
     /// Top-1 accuracy (fraction) and mean cross-entropy on a feature set.
@@ -337,30 +323,14 @@ pub fn train_linear_from(
                 }
             }
             // dW (C×F) = Gᵀ (C×B) · X (B×F); Gᵀ[c][i] = G[i·C + c].
-            // SAFETY: all pointers address buffers of the stated extents.
-            unsafe {
-                gemm::gemm(
-                    c,
-                    f,
-                    b,
-                    gw.as_mut_ptr(),
-                    1,
-                    f as isize,
-                    false,
-                    z.as_ptr(),
-                    c as isize,
-                    1,
-                    xb.as_ptr(),
-                    1,
-                    f as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            matmul(
+                (c, f, b),
+                MatMut::new(gw, f, 1),
+                false,
+                MatRef::new(z, 1, c),
+                MatRef::new(xb, f, 1),
+                Threads::One,
+            );
             t += 1;
             adam_step(&mut clf, &grad, &mut m, &mut v, cfg, t);
         }

@@ -12,7 +12,7 @@ pub mod pairs;
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
 use dfdx::prelude::*;
 
-use crate::config::{RelationLoss, TargetPolicy, ValidConfig};
+use crate::config::{PatchGeometry, RelationLoss, TargetPolicy, ValidConfig};
 use crate::models::{Backbone, Images};
 pub use head::{aggregate, HeadSpec, RelationHead};
 pub use pairs::{pair_index, PairIndex};
@@ -69,7 +69,7 @@ pub struct PairBatch {
 impl PairBatch {
     /// Build pairs for `batch` images with `views` views and `positions.len() / batch` patches
     /// each. `positions[q·B + b]` is the top-left `(row, col)` of patch `q` of image `b` in
-    /// original-image pixels of an `image_size` image; `patch_size` is p.
+    /// image pixels; `geometry` gives S and p.
     ///
     /// Distance targets (SPEC §3): positive patch pair `(i, j)` → `((r_i − r_j)/(S − p),
     /// (c_i − c_j)/(S − p))`. Under [`TargetPolicy::Reference`] every other pair also carries the
@@ -79,8 +79,7 @@ impl PairBatch {
         batch: usize,
         views: usize,
         positions: &[(usize, usize)],
-        image_size: usize,
-        patch_size: usize,
+        geometry: &PatchGeometry,
         policy: TargetPolicy,
     ) -> Self {
         let patches = positions.len().checked_div(batch).unwrap_or(0);
@@ -96,7 +95,7 @@ impl PairBatch {
         let mut same = Vec::with_capacity(m);
         let mut offsets = Vec::with_capacity(2 * m);
         let mut offset_weight = Vec::with_capacity(2 * m);
-        let denom = image_size.saturating_sub(patch_size).max(1) as f32;
+        let denom = geometry.range().max(1) as f32;
         for k in 0..m {
             let pos = index.positive[k];
             same.push(if pos { 1.0 } else { 0.0 });
@@ -253,12 +252,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OverlapRule;
 
     #[test]
     fn pair_batch_targets_follow_the_reference_policy() {
         // B = 2 images, K = 2 views, P = 2 patches of side 4 in an 8×8 image (S − p = 4).
         let positions = [(0, 0), (4, 0), (0, 4), (4, 4)]; // q0: b0 (0,0), b1 (4,0); q1: b0 (0,4), b1 (4,4)
-        let pb = PairBatch::new(2, 2, &positions, 8, 4, TargetPolicy::Reference);
+        let g = PatchGeometry::resolve(8, 4, 2, OverlapRule::Forbidden).unwrap();
+        let pb = PairBatch::new(2, 2, &positions, &g, TargetPolicy::Reference);
         assert_eq!(pb.items(), 8);
         // B·K(K−1) view pairs + B·P(P−1) patch pairs = 4 + 4
         assert_eq!(pb.index.len(), 8);
@@ -272,14 +273,15 @@ mod tests {
         // patch items are offset past the views
         assert!(pb.index.left[4..].iter().all(|&i| i >= 4));
 
-        let only = PairBatch::new(2, 2, &positions, 8, 4, TargetPolicy::PositivePatchesOnly);
+        let only = PairBatch::new(2, 2, &positions, &g, TargetPolicy::PositivePatchesOnly);
         let w: Vec<f32> = only.offset_weight.iter().step_by(2).copied().collect();
         assert_eq!(w, vec![0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
     }
 
     #[test]
     fn rr_has_no_patch_pairs() {
-        let pb = PairBatch::new(4, 3, &[], 32, 12, TargetPolicy::Reference);
+        let g = PatchGeometry::resolve(32, 12, 0, OverlapRule::Forbidden).unwrap();
+        let pb = PairBatch::new(4, 3, &[], &g, TargetPolicy::Reference);
         assert_eq!(pb.patches, 0);
         assert_eq!(pb.index.len(), 4 * 3 * 2);
         assert_eq!(pb.items(), 12);

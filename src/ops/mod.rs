@@ -18,6 +18,8 @@
 //! Weights, activations, batch-norm, losses and the optimiser stay f32 (the master weights are
 //! rounded when packed, each call).
 //!
+//! [`matmul`] is the host-side f32 matrix product (probes, kNN): the one safe entry to `gemm`.
+//!
 //! On `Cuda` (feature `cuda`) a third: [`cuda`], cuDNN convolutions and fused kernels
 //! ([`kernels`], `kernels.cu`) registered on the tape the same way.
 //!
@@ -53,6 +55,7 @@ pub mod cuda;
 pub mod direct;
 pub mod generic;
 pub mod kernels;
+pub mod matmul;
 
 use dfdx::prelude::*;
 

@@ -7,7 +7,7 @@
 //! - `state.json` — [`TrainState`] with the length and hash of both files.
 //!
 //! Write: files go into `.tmp-step-…`, are fsynced, the directory is renamed into place and the
-//! parent fsynced; then `latest` is replaced the same way. Load: `latest` is followed if its files
+//! parent fsynced; then `latest` is replaced the same way ([`crate::files::write_atomic`]). Load: `latest` is followed if its files
 //! verify, else the newest complete `step-*` that verifies; a torn or partial checkpoint is never
 //! loaded.
 
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::{Device, LoadFromSafetensors};
 
+use crate::files::{fsync_dir, write_atomic};
 use crate::method::{HeadSpec, RelationHead, SslModel};
 use crate::optim::OptimizerState;
 
@@ -101,28 +102,13 @@ pub fn file_hash(path: &Path) -> Result<(u64, String), CheckpointError> {
     Ok((n, format!("{h:016x}")))
 }
 
-fn fsync_dir(dir: &Path) {
-    // Directory fsync is best effort: not every filesystem supports it.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+impl From<crate::files::FileError> for CheckpointError {
+    fn from(e: crate::files::FileError) -> Self {
+        CheckpointError::Io {
+            path: e.path,
+            source: e.source,
+        }
     }
-}
-
-/// Write `bytes` to `path` atomically (temp file, fsync, rename, fsync parent).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    fsync_dir(dir);
-    Ok(())
 }
 
 /// A backbone and a relation head of shape `spec` with the weights of a checkpoint's

@@ -392,9 +392,6 @@ fn bench_pretrain(
     use rand::Rng as _;
     use spatial_reasoning::config::Config;
     use spatial_reasoning::train::{self, metrics::RowKind, PretrainOptions, Progress};
-    let p = args
-        .patch_size
-        .unwrap_or_else(|| spatial_reasoning::config::default_patch_size(args.size));
     let total = args.warmup + args.steps;
     let dir = std::env::temp_dir().join(format!("sr-bench-pretrain-{}", std::process::id()));
     let sets = vec![
@@ -406,7 +403,7 @@ fn bench_pretrain(
         format!("backbone.name={}", args.backbone.name()),
         format!("method.views={}", args.views),
         format!("method.patches={}", args.patches),
-        format!("method.patch_size={p}"),
+        format!("method.patch_size={}", args.patch_size.unwrap_or(0)),
         format!("method.alpha={}", if args.patches == 0 { 0.0 } else { 1.0 }),
         format!("train.batch_size={}", args.batch),
         "train.epochs=1".into(),
@@ -494,7 +491,7 @@ fn bench_pretrain(
             "batch": args.batch,
             "views": args.views,
             "patches": args.patches,
-            "patch_size": p,
+            "patch_size": cfg.geometry.patch(),
             "size": args.size,
             "precision": cfg.train.precision.name(),
             "threads": threads,
@@ -518,7 +515,7 @@ fn bench_pretrain(
             args.batch,
             args.views,
             args.patches,
-            p,
+            cfg.geometry.patch(),
             args.size,
             threads,
             cfg.train.precision.name(),
