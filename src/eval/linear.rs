@@ -9,6 +9,7 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use crate::ops::matmul::{matmul, MatMut, MatRef, Threads};
+use crate::optim::{adam_update, AdamParams};
 
 use super::features::FeatureSet;
 use super::{EvalError, ProgressEvent, Result};
@@ -354,7 +355,8 @@ pub fn train_linear_from(
     Ok((clf, stats))
 }
 
-/// PyTorch's Adam (no weight decay, no amsgrad) over `[weight, bias]` flattened.
+/// One Adam step ([`crate::optim::adam_update`], no weight decay) of `[weight, bias]`, whose
+/// gradients and moments are flattened in that order.
 fn adam_step(
     clf: &mut LinearClassifier,
     grad: &[f32],
@@ -363,18 +365,19 @@ fn adam_step(
     cfg: &LinearProbeConfig,
     t: i32,
 ) {
-    let (b1, b2) = (cfg.beta1, cfg.beta2);
-    let bc1 = 1.0 - b1.powi(t);
-    let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
-    let step = cfg.lr / bc1;
+    let h = AdamParams {
+        lr: cfg.lr,
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        eps: cfg.eps,
+        weight_decay: 0.0,
+    };
     let nw = clf.weight.len();
-    let params = clf.weight.iter_mut().chain(clf.bias.iter_mut());
-    for (((p, &g), m), v) in params.zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
-        *m = b1 * *m + (1.0 - b1) * g;
-        *v = b2 * *v + (1.0 - b2) * g * g;
-        *p -= step * *m / (v.sqrt() / bc2_sqrt + cfg.eps);
-    }
-    debug_assert_eq!(nw + clf.bias.len(), grad.len());
+    let (gw, gb) = grad.split_at(nw);
+    let (mw, mb) = m.split_at_mut(nw);
+    let (vw, vb) = v.split_at_mut(nw);
+    adam_update(&mut clf.weight, gw, mw, vw, &h, t);
+    adam_update(&mut clf.bias, gb, mb, vb, &h, t);
 }
 
 /// Outcome of [`linear_probe`]. Accuracies are fractions in `[0, 1]`.
