@@ -6,7 +6,6 @@
 //! [`super::extract_features`] + [`super::linear_probe`] on it.
 
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
-use dfdx::optim::Adam;
 use dfdx::prelude::*;
 use rand::seq::SliceRandom;
 use rand::Rng as _;
@@ -16,8 +15,10 @@ use super::features::check_normalization;
 use super::{EvalError, ProgressEvent, Result};
 use crate::augment::color::{hflip_planes, normalize_planes};
 use crate::augment::{resized_crop, Image, Normalize, RandomResizedCrop, Window};
+use crate::config::{OptimConfig, OptimizerKind};
 use crate::data::ImageDataset;
 use crate::models::{Backbone, FEATURES};
+use crate::optim::{OptimDevice, Optimizer};
 use crate::rng::{rng_for, Stream};
 
 /// Augmentation of the supervised arm.
@@ -203,7 +204,7 @@ pub struct SupervisedReport {
 /// # Shapes
 /// images `(batch, 3, input_size, input_size)` → features `(batch, F)` → logits
 /// `(batch, MAX_CLASSES)`, of which the first `C` are unmasked.
-pub fn train_supervised<D: Device<f32>, B: Backbone<D>>(
+pub fn train_supervised<D: OptimDevice, B: Backbone<D>>(
     backbone: &mut B,
     dev: &D,
     train: &ImageDataset,
@@ -286,15 +287,15 @@ pub fn train_supervised<D: Device<f32>, B: Backbone<D>>(
         bb: backbone.clone(),
         head: class_head(dev, &mut head_rng),
     };
-    let mut opt = Adam::new(
-        &net,
-        AdamConfig {
-            lr: cfg.lr,
-            betas: [0.9, 0.999],
-            eps: 1e-8,
-            weight_decay: None,
-        },
-    );
+    let mut opt = Optimizer::new(OptimConfig {
+        name: OptimizerKind::Adam,
+        lr: cfg.lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        ..Default::default()
+    });
     let mask = class_mask(dev, classes);
     let mut grads = Some(net.alloc_grads());
     let steps_per_epoch = n / cfg.batch;
@@ -348,7 +349,7 @@ pub fn train_supervised<D: Device<f32>, B: Backbone<D>>(
                 ));
             }
             let mut g = loss.backward();
-            opt.update(&mut net, &g)
+            opt.step(&mut net, &mut g)
                 .map_err(|e| dev_err("supervised optimiser step", &e))?;
             net.zero_grads(&mut g);
             grads = Some(g);
