@@ -230,3 +230,39 @@ pub fn epoch_order(seed: u64, epoch: u64, n: usize) -> Vec<usize> {
     order.shuffle(&mut rng_for(seed, Stream::Shuffle, epoch, 0));
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::data::{synthetic, Split};
+
+    /// `data.workers` runs the batch building on a pool of its own; the batches are the same.
+    #[test]
+    fn workers_get_their_own_pool_and_the_same_batches() {
+        let data =
+            TrainData::from_dataset(synthetic::generate(Split::Train, 16, 3).unwrap()).unwrap();
+        let batch = |workers: usize| {
+            let cfg = Config::default()
+                .apply_overrides(&[
+                    "data.dataset=synthetic".to_string(),
+                    "train.batch_size=8".to_string(),
+                    format!("data.workers={workers}"),
+                ])
+                .unwrap()
+                .check()
+                .unwrap();
+            let pipe = Pipeline::new(&cfg, &data, 2).unwrap();
+            let order = epoch_order(cfg.train.seed, 0, data.train.len());
+            let mut buf = Vec::new();
+            let positions = pipe.build(&data.train, 1, &order, &mut buf).unwrap();
+            (pipe.workers(), buf, positions)
+        };
+        let (shared, a, pa) = batch(0);
+        let (own, b, pb) = batch(3);
+        assert_eq!(shared, rayon::current_num_threads());
+        assert_eq!(own, 3);
+        assert_eq!(a.len(), 8 * (4 + 2) * 3 * 32 * 32);
+        assert!(a == b && pa == pb, "data.workers changed a batch");
+    }
+}
