@@ -1416,6 +1416,50 @@ mod tests {
     }
 
     #[test]
+    fn geometry_is_resolved_once_with_one_rule() {
+        use PatchMisfit as M;
+        let g = PatchGeometry::resolve(32, 0, 2, OverlapRule::Forbidden).unwrap();
+        assert_eq!(
+            (g.image(), g.patch(), g.count(), g.range()),
+            (32, 12, 2, 20)
+        );
+        // RR (no patches) keeps the side for the grid and the diagnostics' pairs.
+        let rr = PatchGeometry::resolve(32, 20, 0, OverlapRule::Forbidden).unwrap();
+        assert_eq!(rr.count(), 0);
+        assert_eq!(
+            PatchGeometry::resolve(32, 32, 0, OverlapRule::Forbidden),
+            Err(M::TooLarge)
+        );
+        // Two 20-px patches do not fit side by side in 32 px: the pairs fall back to the
+        // authors' rule, which needs 2·2 = 4 ≤ 32 − 20 coordinates.
+        let pair = rr.pair().unwrap();
+        assert_eq!((pair.count(), pair.overlap()), (2, OverlapRule::Allowed));
+        assert_eq!(g.pair().unwrap().overlap(), OverlapRule::Forbidden);
+        assert_eq!(
+            PatchGeometry::resolve(32, 30, 0, OverlapRule::Forbidden)
+                .unwrap()
+                .pair(),
+            Err(M::AuthorsRange { need: 4, range: 2 })
+        );
+        // The same rule the sampler applies, rectangles included.
+        assert_eq!(
+            patch_fit(40, 20, 10, 9, OverlapRule::Forbidden),
+            Err(M::DoNotFit { max: 8 })
+        );
+        assert_eq!(patch_fit(40, 20, 10, 8, OverlapRule::Forbidden), Ok(()));
+        // check() puts the resolved geometry in ValidConfig.
+        let c = valid()
+            .apply_overrides(&["method.patches=3", "method.patch_size=8"])
+            .unwrap()
+            .check()
+            .unwrap();
+        assert_eq!(
+            c.geometry,
+            PatchGeometry::resolve(32, 8, 3, OverlapRule::Forbidden).unwrap()
+        );
+    }
+
+    #[test]
     fn rr_is_sr_with_no_patches_and_zero_alpha() {
         let c = valid()
             .apply_overrides(&["method.patches=0", "method.alpha=0"])
