@@ -366,5 +366,14 @@ fn a_config_that_fails_leaves_no_run_directory() {
         );
         assert!(!out.exists(), "{sets:?} left {}", out.display());
     }
+    // A batch larger than data whose size only loading tells (an image folder, real files):
+    // refused before the run directory too.
+    let cfg = base().check().unwrap();
+    let few = data::synthetic::generate(Split::Train, 4, 1).unwrap();
+    let data = train::TrainData::from_dataset(few).unwrap();
+    let out = tmp.join("small");
+    let e = train::pretrain(&cfg, &data, &out, PretrainOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("larger than the 4"), "{e}");
+    assert!(!out.exists(), "left {}", out.display());
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -210,6 +210,8 @@ pub fn pretrain<'a>(
     } else {
         None
     };
+    // A batch larger than the data (known only now, for an image folder) fails here too.
+    Schedule::new(cfg, data.train.len())?;
     open_run_dir(cfg, run_dir, opts.resume, &meta)?;
     struct Job<'a> {
         cfg: &'a ValidConfig,
