@@ -6,6 +6,7 @@
 //! [`super::extract_features`] + [`super::linear_probe`] on it.
 
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
+use dfdx::optim::Adam;
 use dfdx::prelude::*;
 use rand::seq::SliceRandom;
 use rand::Rng as _;
@@ -15,10 +16,8 @@ use super::features::check_normalization;
 use super::{EvalError, ProgressEvent, Result};
 use crate::augment::color::{hflip_planes, normalize_planes};
 use crate::augment::{resized_crop, Image, Normalize, RandomResizedCrop, Window};
-use crate::config::{OptimConfig, OptimizerKind};
 use crate::data::ImageDataset;
 use crate::models::{Backbone, FEATURES};
-use crate::optim::{OptimDevice, Optimizer};
 use crate::rng::{rng_for, Stream};
 
 /// Augmentation of the supervised arm.
@@ -204,7 +203,7 @@ pub struct SupervisedReport {
 /// # Shapes
 /// images `(batch, 3, input_size, input_size)` → features `(batch, F)` → logits
 /// `(batch, MAX_CLASSES)`, of which the first `C` are unmasked.
-pub fn train_supervised<D: OptimDevice, B: Backbone<D>>(
+pub fn train_supervised<D: Device<f32>, B: Backbone<D>>(
     backbone: &mut B,
     dev: &D,
     train: &ImageDataset,
@@ -287,15 +286,15 @@ pub fn train_supervised<D: OptimDevice, B: Backbone<D>>(
         bb: backbone.clone(),
         head: class_head(dev, &mut head_rng),
     };
-    let mut opt = Optimizer::new(OptimConfig {
-        name: OptimizerKind::Adam,
-        lr: cfg.lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        ..Default::default()
-    });
+    let mut opt = Adam::new(
+        &net,
+        AdamConfig {
+            lr: cfg.lr,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: None,
+        },
+    );
     let mask = class_mask(dev, classes);
     let mut grads = Some(net.alloc_grads());
     let steps_per_epoch = n / cfg.batch;
@@ -349,7 +348,7 @@ pub fn train_supervised<D: OptimDevice, B: Backbone<D>>(
                 ));
             }
             let mut g = loss.backward();
-            opt.step(&mut net, &mut g)
+            opt.update(&mut net, &g)
                 .map_err(|e| dev_err("supervised optimiser step", &e))?;
             net.zero_grads(&mut g);
             grads = Some(g);
