@@ -16,6 +16,7 @@ use eval_common::clusters;
 use spatial_reasoning::augment::bench_pipeline;
 use spatial_reasoning::eval::{knn_classify, linear_probe, KnnConfig, LinearProbeConfig};
 use spatial_reasoning::ops::bf16::{self, Mat, PackedB};
+use spatial_reasoning::ops::matmul::{matmul, MatMut, MatRef, Threads};
 
 fn quiet() -> impl FnMut(spatial_reasoning::eval::ProgressEvent) {
     |_| {}
@@ -157,36 +158,29 @@ fn bf16_product() {
         let reps = (2e9 / (2.0 * (m * n * k) as f64)).ceil() as usize;
         let mut dst = vec![0.0f32; m * n];
         let t = std::time::Instant::now();
-        let packed = PackedB::new(k, n, Mat::new(&b_data, 1, k));
+        let packed = PackedB::new(bf16::Kernel::Best, k, n, Mat::new(&b_data, 1, k));
         for _ in 0..reps {
-            bf16::matmul(m, &mut dst, m, false, Mat::new(&a_data, 1, m), &packed);
+            bf16::matmul(
+                bf16::Kernel::Best,
+                m,
+                &mut dst,
+                m,
+                false,
+                Mat::new(&a_data, 1, m),
+                &packed,
+            );
         }
         let bf = 2.0 * (m * n * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
         let t = std::time::Instant::now();
         for _ in 0..reps {
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    m as isize,
-                    1,
-                    false,
-                    a_data.as_ptr(),
-                    m as isize,
-                    1,
-                    b_data.as_ptr(),
-                    k as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            }
+            matmul(
+                (m, n, k),
+                MatMut::new(&mut dst, 1, m),
+                false,
+                MatRef::new(&a_data, 1, m),
+                MatRef::new(&b_data, 1, k),
+                Threads::One,
+            );
         }
         let f = 2.0 * (m * n * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
         eprintln!(
@@ -197,6 +191,8 @@ fn bf16_product() {
 }
 
 fn main() {
+    // A training/timing process: keep freed activation buffers for reuse (as the CLI does).
+    spatial_reasoning::tune_allocator();
     type Bench = (&'static str, fn());
     let all: [Bench; 5] = [
         ("pipeline", pipeline),

@@ -17,6 +17,8 @@ use spatial_reasoning::report::{self, ResultRow};
 use spatial_reasoning::train::{prepare_data, pretrain, PretrainOptions};
 
 fn main() -> anyhow::Result<()> {
+    // A training/timing process: keep freed activation buffers for reuse (as the CLI does).
+    spatial_reasoning::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let key = args
         .first()

@@ -14,7 +14,7 @@ use std::time::Instant;
 use spatial_reasoning::config::Config;
 use spatial_reasoning::data::{self, Split};
 use spatial_reasoning::eval::Probe;
-use spatial_reasoning::method::{RelationHead, SslModel};
+use spatial_reasoning::method::{HeadSpec, RelationHead, SslModel};
 use spatial_reasoning::models::{BuildBackbone, Conv4, ResNet32};
 use spatial_reasoning::train::{self, metrics, PretrainOptions};
 
@@ -23,7 +23,7 @@ fn measure<B: BuildBackbone<spatial_reasoning::Device>>(probe: &Probe) -> anyhow
     let dev = spatial_reasoning::new_device(1)?;
     let model = SslModel {
         backbone: B::build(&dev, 1).map_err(|e| anyhow::anyhow!("{e:?}"))?,
-        head: RelationHead::<3, f32, _>::build(&dev).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+        head: RelationHead::new(&dev, HeadSpec::sr()).map_err(|e| anyhow::anyhow!("{e:?}"))?,
     };
     let mut best = f64::INFINITY;
     for _ in 0..2 {
@@ -36,6 +36,8 @@ fn measure<B: BuildBackbone<spatial_reasoning::Device>>(probe: &Probe) -> anyhow
 }
 
 fn main() -> anyhow::Result<()> {
+    // A training/timing process: keep freed activation buffers for reuse (as the CLI does).
+    spatial_reasoning::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let backbone = args.get(1).map(String::as_str).unwrap_or("conv4");
     let steps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(6);

@@ -11,7 +11,8 @@ use spatial_reasoning::augment::{PatchAugment, PatchSampler};
 use spatial_reasoning::config::Config;
 use spatial_reasoning::data::{self, Split};
 use spatial_reasoning::experiment::run_normalization;
-use spatial_reasoning::method::inspect::{load_sr_model, predict_offsets, SrConv4};
+use spatial_reasoning::method::inspect::{predict_offsets, SrConv4};
+use spatial_reasoning::train::load_sr_model;
 
 fn pearson(xs: &[f32], ys: &[f32]) -> f64 {
     let n = xs.len() as f64;
@@ -37,12 +38,11 @@ fn main() -> anyhow::Result<()> {
     let cfg = Config::from_toml_file(&run_dir.join("config.toml"))?.check()?;
     let test = data::load(cfg.data.dataset, &cfg.data_root(), Split::Test, &cfg.data)?;
     let model: SrConv4 = load_sr_model(&run_dir)?;
-    let patches = cfg.method.patches.max(2);
-    let sampler = PatchSampler::square(test.height, cfg.patch_size, patches, cfg.method.overlap)?;
+    let sampler = PatchSampler::for_geometry(&cfg.geometry);
     let aug = PatchAugment::new(
         cfg.method.patch_mode,
-        test.height,
-        cfg.patch_size,
+        cfg.geometry.image(),
+        cfg.geometry.patch(),
         run_normalization(&run_dir)?,
     )?;
     let idx: Vec<usize> = (0..images.min(test.len())).collect();

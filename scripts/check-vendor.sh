@@ -44,7 +44,7 @@ tar xzf "$tmp/$crate" -C "$tmp/x"
 (cd "$tmp/x/dfdx-0.13.0" && GIT_CEILING_DIRECTORIES="$tmp" git apply -p1 "$patch") ||
   fail "the patch does not apply to the release"
 changed="$(grep -c '^+++ ' "$patch")"
-[ "$changed" -eq 3 ] || fail "the patch changes $changed files, expected 3"
+[ "$changed" -eq 4 ] || fail "the patch changes $changed files, expected 4"
 
 # Same files (names) and same bytes.
 if ! diff -r "$tmp/x/dfdx-0.13.0" "$repo/vendor/dfdx" >"$tmp/diff.txt"; then
@@ -52,4 +52,4 @@ if ! diff -r "$tmp/x/dfdx-0.13.0" "$repo/vendor/dfdx" >"$tmp/diff.txt"; then
   fail "vendor/dfdx differs from dfdx 0.13.0 + $(basename "$patch")"
 fi
 n="$(find "$repo/vendor/dfdx" -type f | wc -l)"
-echo "check-vendor: OK: vendor/dfdx ($n files) = dfdx 0.13.0 (sha256 $sha) + $(basename "$patch") (3 files)"
+echo "check-vendor: OK: vendor/dfdx ($n files) = dfdx 0.13.0 (sha256 $sha) + $(basename "$patch") (4 files)"

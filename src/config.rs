@@ -162,7 +162,9 @@ pub enum RelationLoss {
     Focal,
 }
 
-/// How two features are aggregated into one pair vector.
+/// How the relation head combines the two features of a pair (the RR paper's ablation):
+/// concatenation (input width 2F) or the element-wise sum, mean or maximum (width F). See
+/// [`crate::method::head::aggregate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Aggregation {
@@ -170,6 +172,34 @@ pub enum Aggregation {
     Sum,
     Mean,
     Max,
+}
+
+impl Aggregation {
+    pub const ALL: [Aggregation; 4] = [Self::Cat, Self::Sum, Self::Mean, Self::Max];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cat => "cat",
+            Self::Sum => "sum",
+            Self::Mean => "mean",
+            Self::Max => "max",
+        }
+    }
+}
+
+/// The code saved with a head's weights (`head.aggregation`): 0 = cat, 1 = sum, 2 = mean, 3 = max.
+impl num_traits::ToPrimitive for Aggregation {
+    fn to_i64(&self) -> Option<i64> {
+        Some(Self::ALL.iter().position(|a| a == self).unwrap_or(0) as i64)
+    }
+    fn to_u64(&self) -> Option<u64> {
+        self.to_i64().map(|v| v as u64)
+    }
+}
+
+impl num_traits::NumCast for Aggregation {
+    fn from<T: num_traits::ToPrimitive>(n: T) -> Option<Self> {
+        Self::ALL.get(usize::try_from(n.to_i64()?).ok()?).copied()
+    }
 }
 
 /// What to do when a loss or gradient is not finite.
@@ -207,7 +237,10 @@ pub struct DataConfig {
     pub train_limit: usize,
     /// The split pretraining reads: `train`, or `unlabeled` (STL-10, image-folder).
     pub pretrain_split: PretrainSplit,
-    /// Data-pipeline worker threads (0 = the number of cores).
+    /// Threads that build the pretraining minibatches (augmented views and patches) while the
+    /// model trains: a pool of its own with this many threads, or 0 = rayon's global pool,
+    /// shared with the training step's compute (`train.threads`). Batches are the same either
+    /// way ([`crate::train::pipeline`]).
     pub workers: usize,
     /// `image-folder` only: the folder holding `train/`, `test/` (or `val/`) and optionally
     /// `unlabeled/`.
@@ -310,11 +343,13 @@ pub struct MethodConfig {
     /// Weight α of the distance MSE.
     pub alpha: f32,
     pub target_policy: TargetPolicy,
+    /// How the relation head combines a pair's two features: `cat` (the paper's), `sum`,
+    /// `mean`, `max`.
     pub aggregation: Aggregation,
     pub loss: RelationLoss,
     pub focal_gamma: f32,
     pub focal_alpha: f32,
-    /// Hidden width of the relation head.
+    /// Hidden width of the relation head (the paper's: 256).
     pub head_hidden: usize,
 }
 
@@ -463,12 +498,41 @@ impl Default for DiagnosticsConfig {
     }
 }
 
+/// One arm of the main job (`run.arms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunArm {
+    /// The backbone as initialised from the seed, no training: the lower bound.
+    #[serde(alias = "random")]
+    RandomInit,
+    /// Relational reasoning alone (`method.patches = 0`, `method.alpha = 0`).
+    Rr,
+    /// The config's method (spatial reasoning with its patches and α), expanded by
+    /// `run.sweep` into one arm per swept value.
+    Sr,
+    /// The backbone trained with labels: the upper bound, same probes.
+    Supervised,
+}
+
+impl RunArm {
+    pub const ALL: [RunArm; 4] = [Self::RandomInit, Self::Rr, Self::Sr, Self::Supervised];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RandomInit => "random-init",
+            Self::Rr => "rr",
+            Self::Sr => "sr",
+            Self::Supervised => "supervised",
+        }
+    }
+}
+
 /// The main job (`spatial-reasoning run`): which arms, which seeds, which ablation grid.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    /// Arms to run: `random-init`, `rr`, `sr`, `supervised`.
-    pub arms: Vec<String>,
+    /// Arms to run: `random-init`, `rr`, `sr`, `supervised` (`random` is read as
+    /// `random-init`).
+    pub arms: Vec<RunArm>,
     /// Seeds; every arm runs once per seed.
     pub seeds: Vec<u64>,
     /// Ablation grid: `"section.key" = [values…]` expands the `sr` arm into one arm per value.
@@ -478,12 +542,7 @@ pub struct RunConfig {
 impl Default for RunConfig {
     fn default() -> Self {
         Self {
-            arms: vec![
-                "random-init".into(),
-                "rr".into(),
-                "sr".into(),
-                "supervised".into(),
-            ],
+            arms: RunArm::ALL.to_vec(),
             seeds: vec![1, 2, 3],
             sweep: Default::default(),
         }
@@ -536,6 +595,8 @@ pub enum ConfigError {
     ImageSize(usize),
     #[error("data.image_size = {size}: at most {max} (a larger side overflows buffer sizes)")]
     ImageSizeTooLarge { size: usize, max: usize },
+    #[error("data.workers = {0}: at most {MAX_WORKERS} threads (0 = share rayon's global pool)")]
+    Workers(usize),
     #[error("data.train_size = {0}: must be at least 2")]
     TrainSize(usize),
     #[error(
@@ -552,7 +613,7 @@ pub enum ConfigError {
     Views(usize),
     #[error("method.patches = {0}: P must be 0 or at least 2 (pairs need two patches)")]
     Patches(usize),
-    #[error("method.patch_size = {patch}: must be smaller than data.image_size = {image}")]
+    #[error("method.patch_size = {patch}: must lie in 1..data.image_size = {image}")]
     PatchTooLarge { patch: usize, image: usize },
     #[error(
         "method.patches = {count} patches of side method.patch_size = {patch} cannot be placed without overlap in a {image}×{image} image (at most {max} fit)"
@@ -580,7 +641,7 @@ pub enum ConfigError {
     FocalGamma(f32),
     #[error("method.focal_alpha = {0}: must lie in [0, 1]")]
     FocalAlpha(f32),
-    #[error("method.head_hidden = {0}: must be at least 1")]
+    #[error("method.head_hidden = {0}: must lie in 1..={MAX_HEAD_HIDDEN}")]
     HeadHidden(usize),
     #[error("optim.lr = {0}: must be finite and > 0")]
     LearningRate(f64),
@@ -632,13 +693,14 @@ pub enum ConfigError {
     },
 }
 
-/// A configuration that passed [`Config::check`]. Derefs to the raw config; the resolved values
-/// (patch side, data root) are fields.
+/// A configuration that passed [`Config::check`]. Derefs to the raw config; the values resolved
+/// from it are fields (the patch geometry) or methods (the data root).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidConfig {
     raw: Config,
-    /// Patch side in original-image pixels (resolved from `patch_size = 0`).
-    pub patch_size: usize,
+    /// Image side, patch side (`method.patch_size = 0` resolved), patch count and overlap rule:
+    /// what every patch consumer reads.
+    pub geometry: PatchGeometry,
 }
 
 impl std::ops::Deref for ValidConfig {
@@ -675,6 +737,16 @@ pub fn default_patch_size(image_size: usize) -> usize {
     ((image_size as f64) * 0.375).round() as usize
 }
 
+/// The patch side `method.patch_size` means for image side `image`: itself, or
+/// [`default_patch_size`] for 0.
+pub fn patch_side(image: usize, patch_size: usize) -> usize {
+    if patch_size == 0 {
+        default_patch_size(image)
+    } else {
+        patch_size
+    }
+}
+
 /// The largest number of p×p patches that can be placed without overlap in an S×S image:
 /// a grid packing of ⌊S/p⌋² is optimal for axis-aligned squares of equal side (any two
 /// non-overlapping squares with positions in [0, S−p] need separation p on some axis, and a
@@ -689,6 +761,146 @@ pub fn max_non_overlapping(image: usize, patch: usize) -> usize {
     per_side.saturating_mul(per_side)
 }
 
+/// Why a patch geometry is impossible (see [`patch_fit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PatchMisfit {
+    #[error("the patch side is 0")]
+    ZeroPatch,
+    #[error("the patch side is not smaller than the image")]
+    TooLarge,
+    #[error("no patches asked for")]
+    NoPatches,
+    /// The authors' sampler draws `need` = 2·count distinct values from `0..range`.
+    #[error("the authors' sampler needs {need} distinct coordinates from 0..{range}")]
+    AuthorsRange { need: usize, range: usize },
+    #[error("at most {max} patches fit without overlap")]
+    DoNotFit { max: usize },
+}
+
+/// The rule every patch geometry obeys, in one place (the config check and the sampler both ask
+/// it): `1 ≤ p < min(H, W)`, `count ≥ 1`; under [`OverlapRule::Allowed`] the authors'
+/// `random.sample(range(0, S − p), 2·P)` needs `2·P ≤ min(H, W) − p`; under
+/// [`OverlapRule::Forbidden`], `count ≤ ⌊H/p⌋·⌊W/p⌋` ([`max_non_overlapping`]).
+pub fn patch_fit(
+    height: usize,
+    width: usize,
+    patch: usize,
+    count: usize,
+    overlap: OverlapRule,
+) -> Result<(), PatchMisfit> {
+    if patch == 0 {
+        return Err(PatchMisfit::ZeroPatch);
+    }
+    if patch >= height || patch >= width {
+        return Err(PatchMisfit::TooLarge);
+    }
+    if count == 0 {
+        return Err(PatchMisfit::NoPatches);
+    }
+    match overlap {
+        OverlapRule::Allowed => {
+            let range = height.min(width) - patch;
+            if count.saturating_mul(2) > range {
+                return Err(PatchMisfit::AuthorsRange {
+                    need: count.saturating_mul(2),
+                    range,
+                });
+            }
+        }
+        OverlapRule::Forbidden => {
+            let max = if height == width {
+                max_non_overlapping(height, patch)
+            } else {
+                (height / patch).saturating_mul(width / patch)
+            };
+            if count > max {
+                return Err(PatchMisfit::DoNotFit { max });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The patch geometry of a run, resolved once by [`Config::check`] and read by everything that
+/// cuts, pairs or draws patches: the sampler ([`crate::augment::PatchSampler::for_geometry`]),
+/// the pair batch's distance targets, the evaluation grid, the diagnostics, `bench`, `patches`
+/// and the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PatchGeometry {
+    image: usize,
+    patch: usize,
+    count: usize,
+    overlap: OverlapRule,
+}
+
+impl PatchGeometry {
+    /// Resolve `patch_size` (0 = [`default_patch_size`]`(image)`) and check that `count`
+    /// patches fit ([`patch_fit`]); `count = 0` (RR: no patches) only needs `p < S` for the
+    /// evaluation grid and the diagnostics' pairs.
+    pub fn resolve(
+        image: usize,
+        patch_size: usize,
+        count: usize,
+        overlap: OverlapRule,
+    ) -> Result<PatchGeometry, PatchMisfit> {
+        let patch = patch_side(image, patch_size);
+        if count == 0 {
+            // No patches to place: only the side matters (for the grid and the pairs).
+            if patch == 0 {
+                return Err(PatchMisfit::ZeroPatch);
+            }
+            if patch >= image {
+                return Err(PatchMisfit::TooLarge);
+            }
+        } else {
+            patch_fit(image, image, patch, count, overlap)?;
+        }
+        Ok(PatchGeometry {
+            image,
+            patch,
+            count,
+            overlap,
+        })
+    }
+    /// Side S of the images as the data has them (fixed-size datasets at their native side,
+    /// image folders resized to `data.image_size`), which is also the backbone input's side.
+    pub fn image(&self) -> usize {
+        self.image
+    }
+    /// Patch side p in image pixels.
+    pub fn patch(&self) -> usize {
+        self.patch
+    }
+    /// Patches per image P (0: relational reasoning, no patches).
+    pub fn count(&self) -> usize {
+        self.count
+    }
+    pub fn overlap(&self) -> OverlapRule {
+        self.overlap
+    }
+    /// S − p: the range of a corner coordinate, and the distance targets' scale.
+    pub fn range(&self) -> usize {
+        self.image - self.patch
+    }
+    /// The same side and patch with two patches per image (the diagnostics' pairs, also for
+    /// RR runs): under the run's overlap rule where two fit, else the authors' rule.
+    pub fn pair(&self) -> Result<PatchGeometry, PatchMisfit> {
+        let fits = |overlap| patch_fit(self.image, self.image, self.patch, 2, overlap);
+        let overlap = match fits(self.overlap) {
+            Ok(()) => self.overlap,
+            Err(_) => {
+                fits(OverlapRule::Allowed)?;
+                OverlapRule::Allowed
+            }
+        };
+        Ok(PatchGeometry {
+            count: 2,
+            overlap,
+            ..*self
+        })
+    }
+}
+
 /// The largest `data.image_size` accepted: 3·S²·batch floats must stay far from overflow (and
 /// 4096 is 40× the largest dataset side).
 pub const MAX_IMAGE_SIZE: usize = 4096;
@@ -699,6 +911,13 @@ pub const MAX_IMAGE_SIZE: usize = 4096;
 /// is most likely a typo, and a huge one made the generator's allocation fail: an abort, not an
 /// error naming the field.
 pub const MAX_TRAIN_SIZE: usize = 10_000_000;
+
+/// The largest `data.workers` accepted (each is an OS thread).
+pub const MAX_WORKERS: usize = 1024;
+
+/// The largest `method.head_hidden` accepted (the paper's head has 256; a larger value is most
+/// likely a typo, and its weights grow linearly with it).
+pub const MAX_HEAD_HIDDEN: usize = 16_384;
 
 const PROBE_N: [usize; 6] = [0, 1, 3, 5, 7, 9];
 
@@ -791,6 +1010,9 @@ impl Config {
             return Err(ConfigError::PretrainSplit(d.dataset.name()));
         }
         d.check_folder_keys()?;
+        if d.workers > MAX_WORKERS {
+            return Err(ConfigError::Workers(d.workers));
+        }
         if d.dataset == DatasetKind::Synthetic {
             if d.train_size < 2 {
                 return Err(ConfigError::TrainSize(d.train_size));
@@ -818,38 +1040,28 @@ impl Config {
         if m.patches == 1 {
             return Err(ConfigError::Patches(m.patches));
         }
-        let patch_size = if m.patch_size == 0 {
-            default_patch_size(d.image_size)
-        } else {
-            m.patch_size
-        };
-        if m.patches > 0 {
-            if patch_size >= d.image_size {
-                return Err(ConfigError::PatchTooLarge {
-                    patch: patch_size,
-                    image: d.image_size,
-                });
-            }
-            if m.overlap == OverlapRule::Allowed && 2 * m.patches > d.image_size - patch_size {
-                return Err(ConfigError::AuthorsRange {
-                    need: 2 * m.patches,
-                    range: d.image_size - patch_size,
-                    image: d.image_size,
-                    patch: patch_size,
-                });
-            }
-            if m.overlap == OverlapRule::Forbidden {
-                let max = max_non_overlapping(d.image_size, patch_size);
-                if m.patches > max {
-                    return Err(ConfigError::PatchesDoNotFit {
+        let geometry = PatchGeometry::resolve(d.image_size, m.patch_size, m.patches, m.overlap)
+            .map_err(|misfit| {
+                let patch = patch_side(d.image_size, m.patch_size);
+                let image = d.image_size;
+                match misfit {
+                    PatchMisfit::ZeroPatch | PatchMisfit::TooLarge | PatchMisfit::NoPatches => {
+                        ConfigError::PatchTooLarge { patch, image }
+                    }
+                    PatchMisfit::AuthorsRange { need, range } => ConfigError::AuthorsRange {
+                        need,
+                        range,
+                        image,
+                        patch,
+                    },
+                    PatchMisfit::DoNotFit { max } => ConfigError::PatchesDoNotFit {
                         count: m.patches,
-                        patch: patch_size,
-                        image: d.image_size,
+                        patch,
+                        image,
                         max,
-                    });
+                    },
                 }
-            }
-        }
+            })?;
         if !(m.alpha.is_finite() && m.alpha >= 0.0) {
             return Err(ConfigError::Alpha(m.alpha));
         }
@@ -862,7 +1074,7 @@ impl Config {
         if !(0.0..=1.0).contains(&m.focal_alpha) {
             return Err(ConfigError::FocalAlpha(m.focal_alpha));
         }
-        if m.head_hidden == 0 {
+        if m.head_hidden == 0 || m.head_hidden > MAX_HEAD_HIDDEN {
             return Err(ConfigError::HeadHidden(m.head_hidden));
         }
         let o = &self.optim;
@@ -958,7 +1170,7 @@ impl Config {
         self.slurm.check()?;
         Ok(ValidConfig {
             raw: self,
-            patch_size,
+            geometry,
         })
     }
 }
@@ -985,7 +1197,11 @@ mod tests {
         assert_eq!(c.optim.lr, 1e-3);
         assert_eq!(c.method.views, 4);
         assert_eq!(c.train.batch_size, 128);
-        assert_eq!(c.patch_size, 12, "round(0.375 * 32)");
+        assert_eq!(c.geometry.patch(), 12, "round(0.375 * 32)");
+        assert_eq!(
+            (c.geometry.image(), c.geometry.count(), c.geometry.range()),
+            (32, 2, 20)
+        );
         assert_eq!(default_patch_size(64), 24);
         assert_eq!(default_patch_size(96), 36);
     }
@@ -1142,6 +1358,11 @@ mod tests {
         assert!(matches!(err(&["method.focal_gamma=-1"]), E::FocalGamma(_)));
         assert!(matches!(err(&["method.focal_alpha=2"]), E::FocalAlpha(_)));
         assert!(matches!(err(&["method.head_hidden=0"]), E::HeadHidden(0)));
+        assert!(matches!(
+            err(&["method.head_hidden=100000"]),
+            E::HeadHidden(100_000)
+        ));
+        assert!(matches!(err(&["data.workers=5000"]), E::Workers(5000)));
         assert!(matches!(err(&["optim.lr=-0.1"]), E::LearningRate(_)));
         assert!(matches!(
             err(&["optim.beta2=1"]),
@@ -1192,6 +1413,50 @@ mod tests {
             valid().apply_overrides(&["novalue"]).unwrap_err(),
             E::BadOverride { .. }
         ));
+    }
+
+    #[test]
+    fn geometry_is_resolved_once_with_one_rule() {
+        use PatchMisfit as M;
+        let g = PatchGeometry::resolve(32, 0, 2, OverlapRule::Forbidden).unwrap();
+        assert_eq!(
+            (g.image(), g.patch(), g.count(), g.range()),
+            (32, 12, 2, 20)
+        );
+        // RR (no patches) keeps the side for the grid and the diagnostics' pairs.
+        let rr = PatchGeometry::resolve(32, 20, 0, OverlapRule::Forbidden).unwrap();
+        assert_eq!(rr.count(), 0);
+        assert_eq!(
+            PatchGeometry::resolve(32, 32, 0, OverlapRule::Forbidden),
+            Err(M::TooLarge)
+        );
+        // Two 20-px patches do not fit side by side in 32 px: the pairs fall back to the
+        // authors' rule, which needs 2·2 = 4 ≤ 32 − 20 coordinates.
+        let pair = rr.pair().unwrap();
+        assert_eq!((pair.count(), pair.overlap()), (2, OverlapRule::Allowed));
+        assert_eq!(g.pair().unwrap().overlap(), OverlapRule::Forbidden);
+        assert_eq!(
+            PatchGeometry::resolve(32, 30, 0, OverlapRule::Forbidden)
+                .unwrap()
+                .pair(),
+            Err(M::AuthorsRange { need: 4, range: 2 })
+        );
+        // The same rule the sampler applies, rectangles included.
+        assert_eq!(
+            patch_fit(40, 20, 10, 9, OverlapRule::Forbidden),
+            Err(M::DoNotFit { max: 8 })
+        );
+        assert_eq!(patch_fit(40, 20, 10, 8, OverlapRule::Forbidden), Ok(()));
+        // check() puts the resolved geometry in ValidConfig.
+        let c = valid()
+            .apply_overrides(&["method.patches=3", "method.patch_size=8"])
+            .unwrap()
+            .check()
+            .unwrap();
+        assert_eq!(
+            c.geometry,
+            PatchGeometry::resolve(32, 8, 3, OverlapRule::Forbidden).unwrap()
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use ::safetensors::tensor::{Dtype as SafeDtype, SafeTensors, TensorView};
 use dfdx::prelude::*;
 
 use crate::config::Config;
-use crate::method::{RelationHead, SslModel};
+use crate::method::HeadSpec;
 use crate::models::{with_backbone, Backbone, BackboneFn, BackboneKind};
 use crate::train::{checkpoint, Meta};
 
@@ -126,22 +126,6 @@ pub struct ExportSummary {
     pub params: usize,
 }
 
-/// Load the backbone of a pretraining checkpoint (`model.safetensors`, names `backbone.…`;
-/// `out` is the relation head's width: 1 for RR, 3 for SR).
-fn load_checkpoint_backbone<B: Backbone<crate::Cpu>, const OUT: usize>(
-    backbone: B,
-    dev: &crate::Cpu,
-    path: &Path,
-) -> Result<B, ExportError> {
-    let head = RelationHead::<OUT, f32, _>::build(dev)
-        .map_err(|e| file_err(path, format!("building the relation head: {e:?}")))?;
-    let mut model = SslModel { backbone, head };
-    model
-        .load_safetensors(path)
-        .map_err(|e| file_err(path, format!("cannot load the weights: {e:?}")))?;
-    Ok(model.backbone)
-}
-
 /// Write the backbone of `run_dir`'s newest checkpoint to `out` in `format` (see the module
 /// docs). The file is written atomically; an existing `out` is replaced.
 pub fn export_run(
@@ -181,17 +165,14 @@ pub fn export_run(
     struct Save<'a> {
         dev: crate::Cpu,
         checkpoint: &'a Path,
-        is_rr: bool,
+        head: HeadSpec,
         tmp: &'a Path,
     }
     impl BackboneFn<crate::Cpu> for Save<'_> {
         type Output = Result<usize, ExportError>;
         fn call<B: Backbone<crate::Cpu> + 'static>(self, backbone: B) -> Self::Output {
-            let backbone = if self.is_rr {
-                load_checkpoint_backbone::<B, 1>(backbone, &self.dev, self.checkpoint)?
-            } else {
-                load_checkpoint_backbone::<B, 3>(backbone, &self.dev, self.checkpoint)?
-            };
+            let backbone =
+                checkpoint::load_model(backbone, self.head, &self.dev, self.checkpoint)?.backbone;
             backbone
                 .save_safetensors(self.tmp)
                 .map_err(|e| file_err(self.tmp, format!("cannot write: {e:?}")))?;
@@ -212,7 +193,7 @@ pub fn export_run(
     let save = Save {
         dev: dev.clone(),
         checkpoint: &model_path,
-        is_rr: cfg.method.is_rr(),
+        head: HeadSpec::from_config(&cfg),
         tmp: &tmp,
     };
     let saved = with_backbone(cfg.backbone.name, &dev, 0, save)
@@ -237,7 +218,7 @@ pub fn export_run(
     let count = tensors.len();
     let file = ::safetensors::tensor::serialize(tensors, &Some(metadata.to_map()))
         .map_err(|e| file_err(out, format!("{e:?}")))?;
-    checkpoint::write_atomic(out, &file).map_err(|e| file_err(out, e))?;
+    crate::files::write_atomic(out, &file).map_err(|e| file_err(out, e))?;
     Ok(ExportSummary {
         out: out.to_path_buf(),
         checkpoint: model_path,

@@ -7,9 +7,31 @@
 //! Built on [dfdx] 0.13 on stable Rust. Convolution, pooling and fused batch-norm are the crate's
 //! own ops ([`ops`]), registered on dfdx's gradient tape.
 //!
-//! Module map (arrows point to what is used):
-//! `bin → train, eval, report → method → models → ops`; `train → data, augment, optim`;
-//! everything may use [`config`].
+//! Module map (arrows point to what is used; `docs/ARCHITECTURE.md` has the five-minute tour):
+//!
+//! ```text
+//! bin → slurm → experiment → train → eval → method → models → ops
+//!       report → train::metrics, eval::results;  export → train::checkpoint
+//!       train and eval also use data, augment, optim
+//! everything may use config, files, font, rng
+//! ```
+//!
+//! - [`config`]: the serde config and [`config::Config::check`] → [`config::ValidConfig`] with
+//!   the resolved [`config::PatchGeometry`];
+//! - [`data`], [`augment`]: datasets as `u8` images; pure transforms, the patch sampler, batches;
+//! - [`ops`], [`models`]: the tensor ops on dfdx's tape; Conv-4 and the CIFAR ResNets, which
+//!   carry their training [`Precision`];
+//! - [`method`]: RR/SR pairs, losses, the relation head, [`method::forward_loss`];
+//! - [`optim`], [`train`]: Adam/SGD; the pretraining loop, its pipeline, checkpoints, metrics;
+//! - [`eval`]: features, linear probe, kNN, supervised trainer, diagnostics,
+//!   [`eval::evaluate_backbone`];
+//! - [`experiment`], [`slurm`], [`report`], [`export`]: arms, cells and the job; on a cluster;
+//!   tables and charts; a backbone for PyTorch;
+//! - [`files`], [`font`], [`rng`]: atomic writes, slugs, CSV fields; the plot font; seeded RNGs.
+//!
+//! The library never prints and changes nothing process-wide: long jobs report through
+//! callbacks, precision belongs to the backbone, and the allocator tuning that training processes
+//! want is an explicit call ([`tune_allocator`], made by the CLI).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -19,6 +41,8 @@ pub mod data;
 pub mod eval;
 pub mod experiment;
 pub mod export;
+pub mod files;
+pub mod font;
 pub mod method;
 pub mod models;
 pub mod ops;
@@ -28,7 +52,7 @@ pub mod rng;
 pub mod slurm;
 pub mod train;
 
-pub use ops::{precision, set_precision, Precision};
+pub use ops::{tune_allocator, Precision};
 
 /// The CPU device.
 pub type Cpu = dfdx::prelude::Cpu;

@@ -211,20 +211,17 @@ impl Optimizer {
         let wd = c.weight_decay as f32;
         match c.name {
             OptimizerKind::Adam => {
-                let (b1, b2, eps) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32);
+                let h = AdamParams {
+                    lr,
+                    beta1: c.beta1 as f32,
+                    beta2: c.beta2 as f32,
+                    eps: c.eps as f32,
+                    weight_decay: wd,
+                };
                 let t = self.state.step as i32;
-                let bc1 = 1.0 - b1.powi(t);
-                let bc2 = 1.0 - b2.powi(t);
                 let m = &mut self.state.m[index];
                 let v = &mut self.state.v[index];
-                for i in 0..p.len() {
-                    let gi = g[i] + wd * p[i];
-                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    let mhat = m[i] / bc1;
-                    let vhat = v[i] / bc2;
-                    p[i] -= lr * mhat / (vhat.sqrt() + eps);
-                }
+                adam_update(p, g, m, v, &h, t);
             }
             OptimizerKind::Sgd => {
                 let mu = c.momentum as f32;
@@ -237,6 +234,46 @@ impl Optimizer {
                 }
             }
         }
+    }
+}
+
+/// Adam's hyper-parameters (PyTorch's names; `weight_decay` is L2, added to the gradient).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamParams {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+/// The crate's one Adam update, of the parameters `p` with gradients `g` at step `t` (1-based),
+/// moments `m` and `v` (PyTorch's `torch.optim.Adam`, amsgrad off):
+/// `g' = g + wd·p; m = β₁m + (1 − β₁)g'; v = β₂v + (1 − β₂)g'²;
+/// p −= lr · (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)`. [`Optimizer`]'s host path (pretraining,
+/// the supervised arm) and the linear probe call it.
+///
+/// # Panics
+/// If the four slices differ in length.
+pub fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamParams, t: i32) {
+    assert!(
+        g.len() == p.len() && m.len() == p.len() && v.len() == p.len(),
+        "adam_update: {} parameters, {} gradients, {}/{} moments",
+        p.len(),
+        g.len(),
+        m.len(),
+        v.len()
+    );
+    let (b1, b2, eps, lr, wd) = (h.beta1, h.beta2, h.eps, h.lr, h.weight_decay);
+    let bc1 = 1.0 - b1.powi(t);
+    let bc2 = 1.0 - b2.powi(t);
+    for i in 0..p.len() {
+        let gi = g[i] + wd * p[i];
+        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+        let mhat = m[i] / bc1;
+        let vhat = v[i] / bc2;
+        p[i] -= lr * mhat / (vhat.sqrt() + eps);
     }
 }
 

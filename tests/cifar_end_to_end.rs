@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 
 use spatial_reasoning::config::Config;
-use spatial_reasoning::experiment::{self, EvalPlan};
+use spatial_reasoning::eval::EvalPlan;
+use spatial_reasoning::experiment;
 use spatial_reasoning::train::{self, metrics, PretrainOptions};
 
 fn data_root() -> Option<PathBuf> {
@@ -74,9 +75,8 @@ fn sr_pretraining_on_cifar10_learns_and_probes() {
 
     // Probe the pretrained backbone on the real test split (10,000 images).
     let plan = EvalPlan {
-        linear: true,
-        knn: true,
         probe_patches: vec![0],
+        ..EvalPlan::from_config(&cfg)
     };
     let csv = dir.join("results.csv");
     let results =

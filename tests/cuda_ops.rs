@@ -25,7 +25,7 @@ use dfdx::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spatial_reasoning::models::{self, Backbone, BuildBackbone, Images};
-use spatial_reasoning::ops::{self, BnMode, BnParams, ConvWeight, OpsDevice};
+use spatial_reasoning::ops::{self, BnMode, BnParams, ConvWeight, OpsDevice, Precision};
 
 fn gpu() -> Cuda {
     spatial_reasoning::new_device(0).unwrap_or_else(|e| panic!("cuda_ops needs a GPU: {e}"))
@@ -70,7 +70,7 @@ fn conv_run<D: OpsDevice, const I: usize, const O: usize, const K: usize>(
 ) -> [Vec<f32>; 3] {
     let x = dev.tensor_from_vec(xv.to_vec(), (b, Const::<I>, h, w));
     let wt: ConvWeight<O, I, K, D> = dev.tensor_from_vec(wv.to_vec(), (Const, Const, Const, Const));
-    let y = ops::conv2d(x.clone().leaky_traced(), &wt, s, p).unwrap();
+    let y = ops::conv2d(x.clone().leaky_traced(), &wt, s, p, Precision::F32).unwrap();
     let yv = y.as_vec();
     let rt = dev.tensor_from_vec(r.to_vec(), *y.shape());
     let g = y.try_mul(rt).unwrap().sum().backward();
@@ -413,7 +413,9 @@ fn generic_path_still_runs_on_cuda() {
     let wv = randv(&mut rng, 16 * 8 * 9, 0.5);
     let x = dev.tensor_from_vec(xv, (b, Const::<8>, h, w));
     let wt: ConvWeight<16, 8, 3, Cuda> = dev.tensor_from_vec(wv, (Const, Const, Const, Const));
-    let fast = ops::conv2d(x.clone(), &wt, 2, 1).unwrap().as_vec();
+    let fast = ops::conv2d(x.clone(), &wt, 2, 1, Precision::F32)
+        .unwrap()
+        .as_vec();
     let generic = ops::generic::conv2d(x.clone(), &wt, 2, 1).unwrap().as_vec();
     assert_close("generic vs cuda conv", &generic, &fast);
     let pooled = ops::generic::global_avg_pool(x.clone()).unwrap().as_vec();

@@ -432,7 +432,7 @@ fn config_keys_are_checked_before_any_work() {
     ])
     .unwrap();
     assert_eq!(ok.data.resize, ResizeRule::CenterCrop);
-    assert_eq!(ok.patch_size, 24);
+    assert_eq!(ok.geometry.patch(), 24);
     // A fixed-size dataset is read at its native side only.
     let e = check(&["data.dataset=stl10", "data.image_size=64"]).unwrap_err();
     assert!(

@@ -95,14 +95,20 @@ fn patch_concatenated_probe_on_real_cifar10() {
     let norm = norm_of(&train);
     let dev = Cpu::seed_from_u64(0);
     let bb = Conv4::<Cpu>::new(&dev, 2).unwrap();
-    let p = spatial_reasoning::config::default_patch_size(32);
+    let geometry = spatial_reasoning::config::PatchGeometry::resolve(
+        32,
+        0,
+        0,
+        spatial_reasoning::config::OverlapRule::Forbidden,
+    )
+    .unwrap();
     let ftr = extract_features(&bb, &dev, &train, &norm, 32, 250, &mut |_| {}).unwrap();
     let fte = extract_features(&bb, &dev, &test, &norm, 32, 250, &mut |_| {}).unwrap();
     let t = Instant::now();
     let gtr =
-        extract_grid_features(&bb, &dev, &train, &norm, 32, p, &[9], 250, &mut |_| {}).unwrap();
+        extract_grid_features(&bb, &dev, &train, &norm, &geometry, &[9], 250, &mut |_| {}).unwrap();
     let gte =
-        extract_grid_features(&bb, &dev, &test, &norm, 32, p, &[9], 250, &mut |_| {}).unwrap();
+        extract_grid_features(&bb, &dev, &test, &norm, &geometry, &[9], 250, &mut |_| {}).unwrap();
     let t_grid = t.elapsed().as_secs_f64();
     assert_eq!(gtr.windows.len(), 9);
     let cfg = LinearProbeConfig {
@@ -116,7 +122,10 @@ fn patch_concatenated_probe_on_real_cifar10() {
         assert_eq!(a.dim, 64 * (n + 1));
         accs.push(linear_probe(&a, &b, &cfg, &mut |_| {}).unwrap().acc);
     }
-    eprintln!("patch probe (p = {p}) n = 0, 1, 9: {accs:?}; grid extraction {t_grid:.1} s");
+    eprintln!(
+        "patch probe (p = {}) n = 0, 1, 9: {accs:?}; grid extraction {t_grid:.1} s",
+        geometry.patch()
+    );
     for a in &accs {
         assert!(*a > 0.15, "{accs:?}");
     }

@@ -5,11 +5,17 @@ mod eval_common;
 use dfdx::prelude::*;
 use eval_common::{colour_dataset, snapshot, temp_dir, toy};
 use spatial_reasoning::augment::{resized_crop, Image, Normalize, Window};
+use spatial_reasoning::config::{OverlapRule, PatchGeometry};
 use spatial_reasoning::eval::{
     extract_features, extract_grid_features, grid_positions, probe_features, EvalError,
     FeatureCache, FeatureSet,
 };
 use spatial_reasoning::models::Backbone;
+
+/// A square image side `s` with windows of side `p`.
+fn geo(s: usize, p: usize) -> PatchGeometry {
+    PatchGeometry::resolve(s, p, 0, OverlapRule::Forbidden).unwrap()
+}
 
 fn quiet() -> impl FnMut(spatial_reasoning::eval::ProgressEvent) {
     |_| {}
@@ -86,7 +92,7 @@ fn evaluation_leaves_weights_and_running_stats_bit_identical() {
     let ds = colour_dataset(40, 8, 4, 1);
     let before = snapshot(&bb, "frozen-before");
     extract_features(&bb, &dev, &ds, &NORM, 8, 16, &mut quiet()).unwrap();
-    extract_grid_features(&bb, &dev, &ds, &NORM, 8, 3, &[9], 16, &mut quiet()).unwrap();
+    extract_grid_features(&bb, &dev, &ds, &NORM, &geo(8, 3), &[9], 16, &mut quiet()).unwrap();
     let after = snapshot(&bb, "frozen-after");
     assert_eq!(before, after, "evaluation changed the backbone");
     // The check is sensitive: one train-mode pass changes the running statistics.
@@ -146,12 +152,12 @@ fn grid_windows_are_zoomed_crops_and_probe_features_concatenate_in_grid_order() 
     let ds = colour_dataset(10, 16, 2, 4);
     // S = 16, p = 6: offsets 0, 5, 10; n = 3 is the middle row: centre, left, right.
     assert_eq!(
-        grid_positions(16, 6, 3).unwrap(),
+        grid_positions(&geo(16, 6), 3).unwrap(),
         vec![(5, 5), (5, 0), (5, 10)]
     );
     let full = extract_features(&bb, &dev, &ds, &NORM, 16, 4, &mut quiet()).unwrap();
-    let grid =
-        extract_grid_features(&bb, &dev, &ds, &NORM, 16, 6, &[1, 3], 4, &mut quiet()).unwrap();
+    let grid = extract_grid_features(&bb, &dev, &ds, &NORM, &geo(16, 6), &[1, 3], 4, &mut quiet())
+        .unwrap();
     assert_eq!(
         grid.windows.len(),
         3,

@@ -5,8 +5,10 @@ mod eval_common;
 use dfdx::prelude::*;
 use eval_common::{colour_dataset, temp_dir, toy};
 use spatial_reasoning::augment::Normalize;
-use spatial_reasoning::config::EvalConfig;
-use spatial_reasoning::eval::{evaluate_backbone, CacheSpec, EvalPlan, FeatureCache, Protocol};
+use spatial_reasoning::config::{OverlapRule, PatchGeometry};
+use spatial_reasoning::eval::{
+    evaluate_backbone, CacheSpec, EvalPlan, FeatureCache, KnnConfig, LinearProbeConfig, Protocol,
+};
 
 const NORM: Normalize = Normalize {
     mean: [0.5, 0.5, 0.5],
@@ -15,17 +17,18 @@ const NORM: Normalize = Normalize {
 
 fn plan() -> EvalPlan {
     EvalPlan {
-        input_size: 16,
-        patch_size: 6,
+        geometry: PatchGeometry::resolve(16, 6, 0, OverlapRule::Forbidden).unwrap(),
         extract_batch: 32,
-        seed: 1,
-        cfg: EvalConfig {
-            linear_epochs: 5,
-            probe_patches: vec![3, 0],
-            knn_k: 10,
+        linear: Some(LinearProbeConfig {
+            epochs: 5,
+            seed: 1,
             ..Default::default()
-        },
-        knn: true,
+        }),
+        probe_patches: vec![3, 0],
+        knn: Some(KnnConfig {
+            k: 10,
+            ..Default::default()
+        }),
     }
 }
 

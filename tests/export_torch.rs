@@ -16,7 +16,7 @@ use dfdx::prelude::*;
 use spatial_reasoning::config::Config;
 use spatial_reasoning::data::{self, Split};
 use spatial_reasoning::eval::features::extract_features;
-use spatial_reasoning::method::{RelationHead, SslModel};
+use spatial_reasoning::method::HeadSpec;
 use spatial_reasoning::models::{Backbone, Conv4, ResNet32};
 use spatial_reasoning::train::{self, PretrainOptions};
 
@@ -108,8 +108,8 @@ print(json.dumps({"max_rel": rel, "images": n, "feature_std": ref.std(0).mean().
 "#;
 
 /// Pretrain `steps` steps on CIFAR-10, export through the CLI, and compare features with
-/// PyTorch. `B` is the backbone type `backbone` names; `OUT` the relation head width.
-fn check<B, const OUT: usize>(backbone: &str, method: &[&str], fresh: B)
+/// PyTorch. `B` is the backbone type `backbone` names.
+fn check<B>(backbone: &str, method: &[&str], fresh: B)
 where
     B: Backbone<Cpu> + 'static,
 {
@@ -157,11 +157,13 @@ where
     // Our features: the checkpoint's backbone, eval mode, on 200 CIFAR-10 test images.
     let dev = Cpu::default();
     let (found, _) = train::checkpoint::find_latest(&run).unwrap();
-    let mut model = SslModel {
-        backbone: fresh.clone(),
-        head: RelationHead::<OUT, f32, Cpu>::build(&dev).unwrap(),
-    };
-    model.load_safetensors(found.model_path()).unwrap();
+    let model = train::checkpoint::load_model(
+        fresh.clone(),
+        HeadSpec::from_config(&cfg),
+        &dev,
+        &found.model_path(),
+    )
+    .unwrap();
     let test = data::load(cfg.data.dataset, &root, Split::Test, &cfg.data).unwrap();
     let test = test.subset(&(0..200).collect::<Vec<_>>());
     let norm = data.normalize;
@@ -215,13 +217,13 @@ where
 #[test]
 fn resnet32_sr_export_matches_pytorch() {
     let dev = Cpu::default();
-    check::<_, 3>("resnet32", &[], ResNet32::<Cpu>::new(&dev, 99).unwrap());
+    check::<_>("resnet32", &[], ResNet32::<Cpu>::new(&dev, 99).unwrap());
 }
 
 #[test]
 fn conv4_rr_export_matches_pytorch() {
     let dev = Cpu::default();
-    check::<_, 1>(
+    check::<_>(
         "conv4",
         &["method.patches=0", "method.alpha=0"],
         Conv4::<Cpu>::new(&dev, 99).unwrap(),

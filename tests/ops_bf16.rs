@@ -54,12 +54,15 @@ fn check(m: usize, n: usize, k: usize, a_layout: u8, b_krows: bool, accumulate: 
             bound[i + j * ld] = (t + c0.abs()) * (k as f64 + 1.0) * 6e-8 + 1e-7;
         }
     }
-    let packed = PackedB::new(k, n, b);
     for portable in [false, true] {
-        bf16::force_portable(portable);
+        let kernel = if portable {
+            bf16::Kernel::Portable
+        } else {
+            bf16::Kernel::Best
+        };
+        let packed = PackedB::new(kernel, k, n, b);
         let mut dst = init.clone();
-        bf16::matmul(m, &mut dst, ld, accumulate, a, &packed);
-        bf16::force_portable(false);
+        bf16::matmul(kernel, m, &mut dst, ld, accumulate, a, &packed);
         for j in 0..n {
             for i in 0..ld {
                 let got = dst[i + j * ld];

@@ -1,18 +1,18 @@
-//! Convolution with bf16 GEMMs (`set_precision(Bf16)`), on each of its routes (the direct 3×3
-//! kernel on channel pairs, im2col + the bf16 matrix product, and the portable kernels a CPU
-//! without AVX-512 BF16 runs: `bf16::force_portable`), against an f64 convolution of
+//! Convolution with bf16 GEMMs (`Precision::Bf16`), on each of its routes (`ops::cpu::ConvRoute`:
+//! the direct 3×3 kernel on channel pairs, im2col + the bf16 matrix product, and the portable
+//! kernels a CPU without AVX-512 BF16 runs), against an f64 convolution of
 //! the same bf16-rounded operands: output `y = x ⋆ w`, input gradient `r ⋆ᵀ w` and weight
 //! gradient `r ⋆ x` of `L = Σ r ⊙ y` (so the output gradient is `r`).
 //!
 //! Tolerance `2e-6 · Σ|terms| + 1e-7` per element: only f32 summation error is allowed. An f32
 //! (unrounded) product misses that by ~1e-3 relative, so a path that silently stayed in f32, or
-//! paired the wrong channels or taps, fails. (Its own process: precision is a global switch.)
+//! paired the wrong channels or taps, fails.
 
 use dfdx::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spatial_reasoning::ops::{bf16, cpu, ConvWeight};
-use spatial_reasoning::{set_precision, Precision};
+use spatial_reasoning::Precision;
 
 fn randv(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
@@ -91,19 +91,22 @@ fn check<const I: usize, const O: usize, const K: usize>(g: Geometry, route: Rou
     let wv = randv(&mut rng, O * I * K * K);
     let (ho, wo) = g.out();
     let r = randv(&mut rng, g.b * O * ho * wo);
-    cpu::set_direct_conv(direct);
-    bf16::force_portable(portable);
-    set_precision(Precision::Bf16).unwrap();
+    let mut conv_route = if direct {
+        cpu::ConvRoute::fastest(Precision::Bf16)
+    } else {
+        cpu::ConvRoute::im2col(Precision::Bf16)
+    };
+    if portable {
+        conv_route = conv_route.portable();
+    }
     let dev = Cpu::default();
     let x = dev.tensor_from_vec(xv.clone(), (g.b, Const::<I>, g.h, g.w));
     let wt: ConvWeight<O, I, K, Cpu> =
         dev.tensor_from_vec(wv.clone(), (Const, Const, Const, Const));
-    let y = cpu::conv2d(x.clone().leaky_traced(), &wt, g.stride, g.pad).unwrap();
+    let y = cpu::conv2d(x.clone().leaky_traced(), &wt, g.stride, g.pad, conv_route).unwrap();
     let yv = y.as_vec();
     let rt = dev.tensor_from_vec(r.clone(), *y.shape());
     let grads = y.try_mul(rt).unwrap().sum().backward();
-    set_precision(Precision::F32).unwrap();
-    bf16::force_portable(false);
     let got = [yv, grads.get(&x).as_vec(), grads.get(&wt).as_vec()];
     let want = reference(&g, (I, O), &xv, &wv, &r);
     for (name, (got, (want, mag))) in ["y", "dx", "dw"].iter().zip(got.iter().zip(&want)) {

@@ -1,8 +1,8 @@
 //! The direct 3×3 convolution kernel (`ops::direct`, AVX-512F) against the im2col + gemm path
-//! of the same op (`ops::cpu::conv2d` with `set_direct_conv(false)`): output, input gradient and
+//! of the same op (`ops::cpu::conv2d` on `ConvRoute::im2col`): output, input gradient and
 //! weight gradient of `L = Σ r ⊙ conv(x)` on every geometry the kernel takes, including sizes
 //! whose padded-width output is not a multiple of 16 lanes, a 1×1 image, the 3-channel stem, and
-//! channel counts not a multiple of its 8-channel block. (Its own process: the switch is global.)
+//! channel counts not a multiple of its 8-channel block.
 //!
 //! Tolerance `1e-5 · max|ref| + 1e-6`: both sides are f32 with different summation orders (the
 //! kernel sums channel by channel and tap by tap; gemm in blocks of its own).
@@ -11,6 +11,7 @@ use dfdx::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use spatial_reasoning::ops::{cpu, direct, ConvWeight};
+use spatial_reasoning::Precision;
 
 fn randv(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
@@ -23,12 +24,16 @@ fn run<const I: usize, const O: usize>(
     r: &[f32],
     use_direct: bool,
 ) -> [Vec<f32>; 3] {
-    cpu::set_direct_conv(use_direct);
+    let route = if use_direct {
+        cpu::ConvRoute::fastest(Precision::F32)
+    } else {
+        cpu::ConvRoute::im2col(Precision::F32)
+    };
     let dev = Cpu::default();
     let x = dev.tensor_from_vec(xv.to_vec(), (b, Const::<I>, h, w));
     let wt: ConvWeight<O, I, 3, Cpu> =
         dev.tensor_from_vec(wv.to_vec(), (Const, Const, Const, Const));
-    let y = cpu::conv2d(x.clone().leaky_traced(), &wt, 1, 1).unwrap();
+    let y = cpu::conv2d(x.clone().leaky_traced(), &wt, 1, 1, route).unwrap();
     let yv = y.as_vec();
     let rt = dev.tensor_from_vec(r.to_vec(), *y.shape());
     let g = y.try_mul(rt).unwrap().sum().backward();
@@ -72,7 +77,7 @@ fn direct_kernel_matches_im2col_path() {
         let off = run::<5, 7>(dims, &xv, &wv, &r, false);
         assert_eq!(
             on, off,
-            "without AVX-512F both settings must take the im2col route"
+            "without AVX-512F both routes must be the im2col one"
         );
         return;
     }

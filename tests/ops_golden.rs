@@ -55,7 +55,7 @@
 //! ```
 
 use dfdx::prelude::*;
-use spatial_reasoning::ops::{cpu, generic, BnMode, BnParams, ConvWeight};
+use spatial_reasoning::ops::{cpu, generic, BnMode, BnParams, ConvWeight, Precision};
 
 fn seq(n: usize, f: impl Fn(f64) -> f64) -> Vec<f32> {
     (0..n).map(|i| f(i as f64) as f32).collect()
@@ -102,7 +102,14 @@ fn conv_case<const K: usize>(path: Path, g: &ConvGolden) {
         (Const, Const, Const, Const),
     );
     let y = match path {
-        Path::Fast => cpu::conv2d(x.clone().leaky_traced(), &w, g.s, g.p).unwrap(),
+        Path::Fast => cpu::conv2d(
+            x.clone().leaky_traced(),
+            &w,
+            g.s,
+            g.p,
+            cpu::ConvRoute::fastest(Precision::F32),
+        )
+        .unwrap(),
         Path::Generic => generic::conv2d(x.clone().leaky_traced(), &w, g.s, g.p).unwrap(),
     };
     assert_eq!(*y.shape(), (2, Const::<4>, g.out_hw, g.out_hw));

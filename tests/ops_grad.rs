@@ -8,7 +8,7 @@
 use dfdx::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use spatial_reasoning::ops::{cpu, generic, Act, BnMode, BnParams, ConvWeight};
+use spatial_reasoning::ops::{cpu, generic, Act, BnMode, BnParams, ConvWeight, Precision};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Path {
@@ -63,7 +63,7 @@ fn conv<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>(
     p: usize,
 ) -> Act<O, Cpu, T> {
     match path {
-        Path::Fast => cpu::conv2d(x, w, s, p).unwrap(),
+        Path::Fast => cpu::conv2d(x, w, s, p, cpu::ConvRoute::fastest(Precision::F32)).unwrap(),
         Path::Generic => generic::conv2d(x, w, s, p).unwrap(),
     }
 }

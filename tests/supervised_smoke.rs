@@ -11,7 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use spatial_reasoning::config::Config;
-use spatial_reasoning::experiment::{self, BackboneSource, EvalPlan};
+use spatial_reasoning::eval::EvalPlan;
+use spatial_reasoning::experiment::{self, BackboneSource};
 use spatial_reasoning::train;
 
 fn data_root() -> Option<PathBuf> {
@@ -51,9 +52,8 @@ fn supervised_arm_learns_cifar10() {
         .unwrap();
     let data = experiment::prepare_eval_data(&cfg, &train::prepare_data(&cfg).unwrap()).unwrap();
     let plan = EvalPlan {
-        linear: true,
-        knn: true,
         probe_patches: vec![0],
+        ..EvalPlan::from_config(&cfg)
     };
     let acc = |source| {
         let started = std::time::Instant::now();

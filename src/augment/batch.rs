@@ -260,13 +260,17 @@ pub fn bench_pipeline(size: usize, batch: usize, views: usize, patches: usize, s
         std: [0.25, 0.24, 0.26],
     };
     let view_aug = ViewAugment::new(size, norm);
-    let p = crate::config::default_patch_size(size);
-    let patch_aug = PatchAugment::new(crate::config::PatchMode::Zoom, size, p, norm)
+    // The geometry a run of this size resolves to (p = round(0.375·S), non-overlapping).
+    let geometry = crate::config::PatchGeometry::resolve(
+        size,
+        0,
+        patches,
+        crate::config::OverlapRule::Forbidden,
+    )
+    .expect("bench_pipeline: patch geometry");
+    let patch_aug = PatchAugment::new(crate::config::PatchMode::Zoom, size, geometry.patch(), norm)
         .expect("zoom mode with a positive size is valid");
-    let sampler = (patches > 0).then(|| {
-        PatchSampler::square(size, p, patches, crate::config::OverlapRule::Forbidden)
-            .expect("bench_pipeline: patch geometry")
-    });
+    let sampler = (patches > 0).then(|| PatchSampler::for_geometry(&geometry));
     let mut view_buf = vec![0.0f32; views * batch * 3 * size * size];
     let mut patch_buf = vec![0.0f32; patches * batch * 3 * size * size];
     let mut run = |epoch: u64| {

@@ -36,7 +36,7 @@ use rand::Rng as _;
 use super::color::normalize_planes;
 use super::image::{resize_window_into, ResizeScratch, Source};
 use super::{ColorAugment, ColorParams, Image, Normalize, Window};
-use crate::config::{max_non_overlapping, OverlapRule, PatchMode};
+use crate::config::{patch_fit, OverlapRule, PatchGeometry, PatchMisfit, PatchMode};
 use crate::rng::Rng;
 
 /// Draws per patch before the sampler gives up on that attempt.
@@ -109,8 +109,8 @@ pub struct PatchSampler {
 }
 
 impl PatchSampler {
-    /// Check the geometry before any work: `1 ≤ p < min(H, W)`, `count ≥ 1`, and under
-    /// `Forbidden`, `count ≤ ⌊H/p⌋·⌊W/p⌋` ([`max_non_overlapping`] for square images).
+    /// Check the geometry before any work ([`patch_fit`]: `1 ≤ p < min(H, W)`, `count ≥ 1`,
+    /// and what the overlap rule needs).
     pub fn new(
         height: usize,
         width: usize,
@@ -118,48 +118,29 @@ impl PatchSampler {
         count: usize,
         overlap: OverlapRule,
     ) -> Result<PatchSampler, PatchError> {
-        if patch == 0 {
-            return Err(PatchError::ZeroPatch { patch });
-        }
-        if patch >= height || patch >= width {
-            return Err(PatchError::PatchTooLarge {
+        patch_fit(height, width, patch, count, overlap).map_err(|m| match m {
+            PatchMisfit::ZeroPatch => PatchError::ZeroPatch { patch },
+            PatchMisfit::TooLarge => PatchError::PatchTooLarge {
                 patch,
                 height,
                 width,
-            });
-        }
-        if count == 0 {
-            return Err(PatchError::NoPatches);
-        }
-        if overlap == OverlapRule::Allowed {
-            let side = height.min(width);
-            let range = side - patch;
-            if 2 * count > range {
-                return Err(PatchError::AuthorsRange {
-                    count,
-                    need: 2 * count,
-                    range,
-                    side,
-                    patch,
-                });
-            }
-        }
-        if overlap == OverlapRule::Forbidden {
-            let max = if height == width {
-                max_non_overlapping(height, patch)
-            } else {
-                (height / patch) * (width / patch)
-            };
-            if count > max {
-                return Err(PatchError::DoNotFit {
-                    count,
-                    patch,
-                    height,
-                    width,
-                    max,
-                });
-            }
-        }
+            },
+            PatchMisfit::NoPatches => PatchError::NoPatches,
+            PatchMisfit::AuthorsRange { need, range } => PatchError::AuthorsRange {
+                count,
+                need,
+                range,
+                side: height.min(width),
+                patch,
+            },
+            PatchMisfit::DoNotFit { max } => PatchError::DoNotFit {
+                count,
+                patch,
+                height,
+                width,
+                max,
+            },
+        })?;
         Ok(PatchSampler {
             height,
             width,
@@ -167,6 +148,24 @@ impl PatchSampler {
             count,
             overlap,
         })
+    }
+
+    /// The sampler of a run's geometry (checked when the config was: [`PatchGeometry`]).
+    ///
+    /// # Panics
+    /// If the geometry has no patches (`count() == 0`, an RR run): there is nothing to sample.
+    pub fn for_geometry(geometry: &PatchGeometry) -> PatchSampler {
+        assert!(
+            geometry.count() > 0,
+            "PatchSampler::for_geometry: the geometry has no patches (an RR run)"
+        );
+        PatchSampler {
+            height: geometry.image(),
+            width: geometry.image(),
+            patch: geometry.patch(),
+            count: geometry.count(),
+            overlap: geometry.overlap(),
+        }
     }
 
     /// A square `size × size` image.

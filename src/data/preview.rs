@@ -1,31 +1,12 @@
-//! Labelled sample grids of a dataset (`data preview`), and the font registration every
-//! plotters drawing in the crate needs.
-//!
-//! plotters' `ab_glyph` text backend draws only fonts registered at run time; [`register_font`]
-//! registers DejaVu Sans (embedded from `assets/DejaVuSans.ttf`, licence in
-//! `assets/DejaVuSans-LICENSE.txt`) as `"sans-serif"` once per process.
+//! Labelled sample grids of a dataset (`data preview`), drawn with the crate's font
+//! ([`crate::font`]).
 
 use std::path::Path;
-use std::sync::Once;
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{DataError, ImageDataset};
-
-/// DejaVu Sans, embedded.
-pub static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-
-/// Register DejaVu Sans as plotters' `"sans-serif"` (normal style; bold and italic fall back
-/// to it). Idempotent and thread-safe; call it before drawing any text with plotters.
-pub fn register_font() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // The embedded bytes are a valid TrueType font; a failure here could only come from a
-        // corrupted build, and would show as missing text rather than a crash.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS);
-    });
-}
 
 /// Which images a preview shows: `per_class = Some(k)` takes the first `k` images of every class
 /// (one row per class); otherwise `count` images evenly spread over the dataset.
@@ -59,7 +40,7 @@ pub fn render_grid(
     columns: usize,
     scale: usize,
 ) -> Result<image::RgbImage, String> {
-    register_font();
+    crate::font::register_font();
     let columns = columns.max(1);
     let scale = scale.max(1);
     let (iw, ih) = (ds.width * scale, ds.height * scale);

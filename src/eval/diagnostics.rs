@@ -35,10 +35,13 @@ use super::{EvalError, Result};
 use crate::augment::{
     offset_target, ColorParams, Normalize, PatchAugment, PatchParams, PatchPos, PatchSampler,
 };
-use crate::config::{OverlapRule, ValidConfig};
+use crate::config::ValidConfig;
 use crate::data::ImageDataset;
-use crate::method::{RelationHead, PAIR_FEATURES};
+use crate::method::RelationHead;
 use crate::models::{Backbone, FEATURES};
+
+/// Width of a pair's features `[f(a), f(b)]`, the ridge probe's input.
+const PAIR_FEATURES: usize = 2 * FEATURES;
 use crate::rng::{rng_for, Stream};
 
 /// Pearson correlation and coefficient of determination of predictions against targets, per
@@ -130,22 +133,27 @@ impl Probe {
                 ));
             }
         }
-        let m = &cfg.method;
-        // The sampler of the run, for two patches (one pair per image). RR runs keep the
-        // config's patch side, mode and overlap rule, so their features are probed on the same
-        // pairs as SR's.
-        let sampler = PatchSampler::new(test.height, test.width, cfg.patch_size, 2, m.overlap)
-            .or_else(|_| {
-                PatchSampler::new(
-                    test.height,
-                    test.width,
-                    cfg.patch_size,
-                    2,
-                    OverlapRule::Allowed,
-                )
-            })
-            .map_err(|e| EvalError::invalid("diagnostics: patch geometry", e.to_string()))?;
-        let aug = PatchAugment::new(m.patch_mode, cfg.data.image_size, cfg.patch_size, *norm)
+        // The run's geometry with two patches (one pair per image). RR runs keep the config's
+        // patch side, mode and overlap rule, so their features are probed on the same pairs as
+        // SR's.
+        let geometry = cfg
+            .geometry
+            .pair()
+            .map_err(|m| EvalError::invalid("diagnostics: two patches per image", m.to_string()))?;
+        let (side, p) = (geometry.image(), geometry.patch());
+        for ds in [train, test] {
+            if (ds.height, ds.width) != (side, side) {
+                return Err(EvalError::invalid(
+                    format!("diagnostics: {}/{}", ds.name, ds.split),
+                    format!(
+                        "{}×{} images, the run's geometry is for {side}×{side}",
+                        ds.height, ds.width
+                    ),
+                ));
+            }
+        }
+        let sampler = PatchSampler::for_geometry(&geometry);
+        let aug = PatchAugment::new(cfg.method.patch_mode, side, p, *norm)
             .map_err(|e| EvalError::invalid("diagnostics: patch geometry", e.to_string()))?;
         let draw = |ds: &ImageDataset, what: u64| -> (ImageDataset, PairSet) {
             let idx = pick(ds.len(), d.pairs, d.seed, what);
@@ -155,15 +163,15 @@ impl Probe {
             for (k, &i) in idx.iter().enumerate() {
                 let mut rng = rng_for(d.seed, Stream::Patches, what, i as u64);
                 let pos = sampler.sample(&mut rng);
-                let params = |p: PatchPos, rng: &mut crate::rng::Rng| PatchParams {
+                let params = |at: PatchPos, rng: &mut crate::rng::Rng| PatchParams {
                     color: ColorParams {
                         jitter: None,
                         gray: false,
                     },
-                    ..aug.sample_params(rng, p, cfg.patch_size)
+                    ..aug.sample_params(rng, at, p)
                 };
                 let (a, b) = (params(pos[0], &mut rng), params(pos[1], &mut rng));
-                let t = offset_target(pos[0], pos[1], ds.height, cfg.patch_size);
+                let t = offset_target(pos[0], pos[1], side, p);
                 pairs.push((k, a, b));
                 targets.push([t.0, t.1]);
             }
@@ -179,8 +187,8 @@ impl Probe {
             _ => None,
         };
         Ok(Some(Probe {
-            input_size: cfg.data.image_size,
-            patch: cfg.patch_size,
+            input_size: side,
+            patch: p,
             aug,
             norm: *norm,
             train_pairs,
@@ -233,16 +241,16 @@ impl Probe {
     }
 
     /// Measure `backbone` (and, for an SR model, its 3-output `head`) on the probe. A head with
-    /// one output (RR) gives no offsets; pass `None::<&RelationHead<1, f32, D>>` for a backbone
-    /// alone.
+    /// one output (RR) gives no offsets; pass `None` for a backbone alone.
     ///
     /// # Shapes
-    /// patches `(2·pairs, 3, S, S)` → features `(2·pairs, F)` → pair features `(pairs, 2F)` →
-    /// head `(pairs, OUT)`.
-    pub fn measure<D: Device<f32>, B: Backbone<D>, const OUT: usize>(
+    /// patches `(2·pairs, 3, S, S)` → features `(2·pairs, F)` → pair features `(pairs, 2F)`
+    /// (the ridge probe's input); the head reads the pairs aggregated its own way →
+    /// `(pairs, 3)`.
+    pub fn measure<D: Device<f32>, B: Backbone<D>>(
         &self,
         backbone: &B,
-        head: Option<&RelationHead<OUT, f32, D>>,
+        head: Option<&RelationHead<f32, D>>,
         dev: &D,
     ) -> Result<Diagnostics> {
         let started = Instant::now();
@@ -253,16 +261,26 @@ impl Probe {
 
         let mut offset = None;
         let mut predictions = Vec::new();
-        if let (Some(head), 3) = (head, OUT) {
+        if let Some(head) = head.filter(|h| h.outputs() == 3) {
             let n = self.test_pairs.targets.len();
-            let x = dev
-                .try_tensor_from_vec(test_x, (n, Const::<PAIR_FEATURES>))
-                .map_err(|e| EvalError::device("diagnostics: pair features", e))?;
+            // Rows are [f(a), f(b)]: the left and right features of each pair.
+            let (mut a, mut b) = (
+                Vec::with_capacity(n * FEATURES),
+                Vec::with_capacity(n * FEATURES),
+            );
+            for row in test_x.chunks_exact(PAIR_FEATURES) {
+                a.extend_from_slice(&row[..FEATURES]);
+                b.extend_from_slice(&row[FEATURES..]);
+            }
+            let tensor = |v: Vec<f32>| {
+                dev.try_tensor_from_vec(v, (n, Const::<FEATURES>))
+                    .map_err(|e| EvalError::device("diagnostics: pair features", e))
+            };
             let out = head
-                .forward_eval(x)
+                .forward_pairs_eval(tensor(a)?, tensor(b)?)
                 .map_err(|e| EvalError::device("diagnostics: relation head", e))?
                 .as_vec();
-            let pred: Vec<[f32; 2]> = out.chunks_exact(OUT).map(|o| [o[0], o[1]]).collect();
+            let pred: Vec<[f32; 2]> = out.chunks_exact(3).map(|o| [o[0], o[1]]).collect();
             offset = Some(axis_fit(&pred, &self.test_pairs.targets));
             predictions = self.test_pairs.targets.iter().copied().zip(pred).collect();
         }
@@ -418,9 +436,6 @@ fn cholesky_solve(g: &mut [f64], k: usize, b: &[[f64; 2]]) -> Vec<[f64; 2]> {
     let w1 = solve(b.iter().map(|r| r[1]).collect());
     w0.into_iter().zip(w1).map(|(a, b)| [a, b]).collect()
 }
-
-/// `FEATURES` re-stated for the pair layout checks in the tests.
-const _: () = assert!(PAIR_FEATURES == 2 * FEATURES);
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use super::{EvalError, ProgressEvent, Result};
 use crate::augment::color::normalize_planes;
 use crate::augment::{eval_grid, resized_crop, Image, Normalize, Window};
+use crate::config::PatchGeometry;
 use crate::data::ImageDataset;
 use crate::models::{Backbone, FEATURES};
 
@@ -469,14 +470,11 @@ pub fn extract_features<D: Device<f32>, B: Backbone<D>>(
     FeatureSet::new(FEATURES, data, labels, classes)
 }
 
-/// Window positions `(row, col)` (top-left corners, original-image pixels) of the patch-probe
-/// grid for `n ∈ {0, 1, 3, 5, 7, 9}`: [`crate::augment::eval_grid`], in its nested order.
-pub fn grid_positions(
-    image_size: usize,
-    patch_size: usize,
-    n: usize,
-) -> Result<Vec<(usize, usize)>> {
-    eval_grid(image_size, patch_size, n)
+/// Window positions `(row, col)` (top-left corners, image pixels) of the patch-probe grid of
+/// `geometry` (side S, window side p) for `n ∈ {0, 1, 3, 5, 7, 9}`:
+/// [`crate::augment::eval_grid`], in its nested order.
+pub fn grid_positions(geometry: &PatchGeometry, n: usize) -> Result<Vec<(usize, usize)>> {
+    eval_grid(geometry.image(), geometry.patch(), n)
         .map(|g| g.into_iter().map(|p| (p.row, p.col)).collect())
         .map_err(|e| EvalError::invalid(format!("patch grid (n = {n})"), e.to_string()))
 }
@@ -484,80 +482,70 @@ pub fn grid_positions(
 /// Zoomed patch features of a set of grid windows, for [`probe_features`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct GridFeatures {
-    /// Image side the windows were placed on (original-image pixels).
-    pub image_size: usize,
-    /// Window side p.
-    pub patch_size: usize,
+    /// The image side and window side the windows were cut with.
+    pub geometry: PatchGeometry,
     /// Features of the window at `(row, col)`, one row per image.
     pub windows: BTreeMap<(usize, usize), FeatureSet>,
 }
 
 /// Features of zoomed grid windows: for every window of the grids of every `n` in `ns`, each
-/// image's `patch_size × patch_size` region at that window is resized (bilinear) to
-/// `input_size × input_size`, normalised, and run through `forward_eval`.
+/// image's `p × p` region at that window is resized (bilinear) to `S × S` (the geometry's
+/// sides), normalised, and run through `forward_eval`.
 ///
 /// # Shapes
-/// per window: images `(batch, 3, input_size, input_size)` → `n_images × FEATURES`.
+/// per window: images `(batch, 3, S, S)` → `n_images × FEATURES`.
 ///
-/// Errors: non-square images, an invalid `patch_size` or `n`, an unlabelled split, a device error.
+/// Errors: images that are not `S × S`, an invalid `n`, an unlabelled split, a device error.
 #[allow(clippy::too_many_arguments)]
 pub fn extract_grid_features<D: Device<f32>, B: Backbone<D>>(
     backbone: &B,
     dev: &D,
     ds: &ImageDataset,
     norm: &Normalize,
-    input_size: usize,
-    patch_size: usize,
+    geometry: &PatchGeometry,
     ns: &[usize],
     batch: usize,
     progress: &mut dyn FnMut(ProgressEvent),
 ) -> Result<GridFeatures> {
     let mut positions = vec![];
     for &n in ns {
-        for pos in grid_positions(ds.height, patch_size, n)? {
+        for pos in grid_positions(geometry, n)? {
             if !positions.contains(&pos) {
                 positions.push(pos);
             }
         }
     }
     extract_windows(
-        backbone, dev, ds, norm, input_size, patch_size, &positions, batch, progress,
+        backbone, dev, ds, norm, geometry, &positions, batch, progress,
     )
 }
 
 /// Like [`extract_grid_features`] for explicit window positions `(row, col)` (top-left corners
-/// in original-image pixels); each window must lie inside the image.
+/// in image pixels); each window must lie inside the image.
 ///
 /// # Shapes
-/// per window: images `(batch, 3, input_size, input_size)` → `n_images × FEATURES`.
+/// per window: images `(batch, 3, S, S)` → `n_images × FEATURES`.
 #[allow(clippy::too_many_arguments)]
 pub fn extract_windows<D: Device<f32>, B: Backbone<D>>(
     backbone: &B,
     dev: &D,
     ds: &ImageDataset,
     norm: &Normalize,
-    input_size: usize,
-    patch_size: usize,
+    geometry: &PatchGeometry,
     positions: &[(usize, usize)],
     batch: usize,
     progress: &mut dyn FnMut(ProgressEvent),
 ) -> Result<GridFeatures> {
+    let (side, patch_size) = (geometry.image(), geometry.patch());
     check_normalization(norm)?;
-    check_sizes(ds, input_size, batch)?;
-    if ds.height != ds.width {
+    check_sizes(ds, side, batch)?;
+    if (ds.height, ds.width) != (side, side) {
         return Err(EvalError::invalid(
             format!("{}/{}", ds.name, ds.split),
             format!(
-                "the patch grid needs square images, got {}×{}",
+                "the patch grid is for {side}×{side} images (the run's data.image_size), got {}×{}",
                 ds.height, ds.width
             ),
-        ));
-    }
-    let side = ds.height;
-    if patch_size == 0 || patch_size > side {
-        return Err(EvalError::invalid(
-            "patch_size",
-            format!("{patch_size} must lie in 1..={side} (the image side)"),
         ));
     }
     if let Some(pos) = positions
@@ -580,7 +568,7 @@ pub fn extract_windows<D: Device<f32>, B: Backbone<D>>(
             backbone,
             dev,
             ds.len(),
-            input_size,
+            side,
             batch,
             &what,
             |i, out| {
@@ -590,7 +578,7 @@ pub fn extract_windows<D: Device<f32>, B: Backbone<D>>(
                     height: patch_size,
                     width: patch_size,
                 };
-                window_to_chw(ds.image(i), side, side, window, input_size, norm, out)
+                window_to_chw(ds.image(i), side, side, window, side, norm, out)
             },
             progress,
         )?;
@@ -600,8 +588,7 @@ pub fn extract_windows<D: Device<f32>, B: Backbone<D>>(
         );
     }
     Ok(GridFeatures {
-        image_size: side,
-        patch_size,
+        geometry: *geometry,
         windows,
     })
 }
@@ -614,7 +601,7 @@ pub fn extract_windows<D: Device<f32>, B: Backbone<D>>(
 /// `full`: `N × F`, each window `N × F` → `N × (n + 1)·F`.
 pub fn probe_features(full: &FeatureSet, grid: &GridFeatures, n: usize) -> Result<FeatureSet> {
     let mut out = full.clone();
-    for pos in grid_positions(grid.image_size, grid.patch_size, n)? {
+    for pos in grid_positions(&grid.geometry, n)? {
         let w = grid.windows.get(&pos).ok_or_else(|| {
             EvalError::invalid(
                 "probe_features",

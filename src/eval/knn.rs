@@ -7,6 +7,8 @@
 
 use rayon::prelude::*;
 
+use crate::ops::matmul::{matmul, MatMut, MatRef, Threads};
+
 use super::features::FeatureSet;
 use super::{EvalError, ProgressEvent, Result};
 use crate::config::EvalConfig;
@@ -162,30 +164,14 @@ impl KnnIndex {
             let b = block.min(m - start);
             let s = &mut sims[..b * n];
             // sims (b×n) = Q (b×F) · Rᵀ (F×n); Rᵀ[f][j] = R[j·F + f].
-            // SAFETY: all pointers address buffers of the stated extents.
-            unsafe {
-                gemm::gemm(
-                    b,
-                    n,
-                    self.dim,
-                    s.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    q[start * self.dim..].as_ptr(),
-                    1,
-                    self.dim as isize,
-                    self.rows.as_ptr(),
-                    self.dim as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                );
-            }
+            matmul(
+                (b, n, self.dim),
+                MatMut::new(s, n, 1),
+                false,
+                MatRef::new(&q[start * self.dim..], self.dim, 1),
+                MatRef::new(&self.rows, 1, self.dim),
+                Threads::Rayon,
+            );
             s.par_chunks(n)
                 .zip(votes[start * c..(start + b) * c].par_chunks_mut(c))
                 .for_each_init(

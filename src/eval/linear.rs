@@ -8,6 +8,9 @@
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+use crate::ops::matmul::{matmul, MatMut, MatRef, Threads};
+use crate::optim::{adam_update, AdamParams};
+
 use super::features::FeatureSet;
 use super::{EvalError, ProgressEvent, Result};
 use crate::config::EvalConfig;
@@ -122,30 +125,14 @@ impl LinearClassifier {
             row.copy_from_slice(&self.bias);
         }
         // z (m×C) += x (m×F) · Wᵀ (F×C); Wᵀ[f][c] = W[c·F + f].
-        // SAFETY: all pointers address buffers of the stated extents.
-        unsafe {
-            gemm::gemm(
-                m,
-                c,
-                f,
-                z.as_mut_ptr(),
-                1,
-                c as isize,
-                true,
-                x.as_ptr(),
-                1,
-                f as isize,
-                self.weight.as_ptr(),
-                f as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        matmul(
+            (m, c, f),
+            MatMut::new(z, c, 1),
+            true,
+            MatRef::new(x, f, 1),
+            MatRef::new(&self.weight, 1, f),
+            Threads::One,
+        );
     }
 
     /// Top-1 accuracy (fraction) and mean cross-entropy on a feature set.
@@ -337,30 +324,14 @@ pub fn train_linear_from(
                 }
             }
             // dW (C×F) = Gᵀ (C×B) · X (B×F); Gᵀ[c][i] = G[i·C + c].
-            // SAFETY: all pointers address buffers of the stated extents.
-            unsafe {
-                gemm::gemm(
-                    c,
-                    f,
-                    b,
-                    gw.as_mut_ptr(),
-                    1,
-                    f as isize,
-                    false,
-                    z.as_ptr(),
-                    c as isize,
-                    1,
-                    xb.as_ptr(),
-                    1,
-                    f as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            matmul(
+                (c, f, b),
+                MatMut::new(gw, f, 1),
+                false,
+                MatRef::new(z, 1, c),
+                MatRef::new(xb, f, 1),
+                Threads::One,
+            );
             t += 1;
             adam_step(&mut clf, &grad, &mut m, &mut v, cfg, t);
         }
@@ -384,7 +355,8 @@ pub fn train_linear_from(
     Ok((clf, stats))
 }
 
-/// PyTorch's Adam (no weight decay, no amsgrad) over `[weight, bias]` flattened.
+/// One Adam step ([`crate::optim::adam_update`], no weight decay) of `[weight, bias]`, whose
+/// gradients and moments are flattened in that order.
 fn adam_step(
     clf: &mut LinearClassifier,
     grad: &[f32],
@@ -393,18 +365,19 @@ fn adam_step(
     cfg: &LinearProbeConfig,
     t: i32,
 ) {
-    let (b1, b2) = (cfg.beta1, cfg.beta2);
-    let bc1 = 1.0 - b1.powi(t);
-    let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
-    let step = cfg.lr / bc1;
+    let h = AdamParams {
+        lr: cfg.lr,
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        eps: cfg.eps,
+        weight_decay: 0.0,
+    };
     let nw = clf.weight.len();
-    let params = clf.weight.iter_mut().chain(clf.bias.iter_mut());
-    for (((p, &g), m), v) in params.zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
-        *m = b1 * *m + (1.0 - b1) * g;
-        *v = b2 * *v + (1.0 - b2) * g * g;
-        *p -= step * *m / (v.sqrt() / bc2_sqrt + cfg.eps);
-    }
-    debug_assert_eq!(nw + clf.bias.len(), grad.len());
+    let (gw, gb) = grad.split_at(nw);
+    let (mw, mb) = m.split_at_mut(nw);
+    let (vw, vb) = v.split_at_mut(nw);
+    adam_update(&mut clf.weight, gw, mw, vw, &h, t);
+    adam_update(&mut clf.bias, gb, mb, vb, &h, t);
 }
 
 /// Outcome of [`linear_probe`]. Accuracies are fractions in `[0, 1]`.

@@ -15,26 +15,60 @@ use super::linear::{linear_probe, LinearProbeConfig};
 use super::results::EvalResult;
 use super::{ProgressEvent, Result};
 use crate::augment::Normalize;
-use crate::config::EvalConfig;
+use crate::config::{PatchGeometry, ValidConfig};
 use crate::data::ImageDataset;
+use crate::files::slug;
 use crate::models::Backbone;
 
-/// What [`evaluate_backbone`] runs.
+/// What [`evaluate_backbone`] runs: the one evaluation plan of the crate (the CLI's `eval`,
+/// a job's cells and the notebooks build it with [`EvalPlan::from_config`] and adjust it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvalPlan {
-    /// Side of the backbone input.
-    pub input_size: usize,
-    /// Window side p of the patch grid, in original-image pixels (SPEC default
-    /// `config::default_patch_size(S)`); unused when `cfg.probe_patches` is only `[0]`.
-    pub patch_size: usize,
+    /// Image side S (the backbone input) and window side p of the patch grid: the run's
+    /// resolved geometry.
+    pub geometry: PatchGeometry,
     /// Images per forward pass during feature extraction.
     pub extract_batch: usize,
-    /// Seed of the linear probe (init and shuffles).
-    pub seed: u64,
-    /// Probe epochs, batch, lr, kNN k and T, and the patch counts n.
-    pub cfg: EvalConfig,
-    /// Also run kNN on the plain features.
-    pub knn: bool,
+    /// The linear probe (epochs, batch, lr, Adam, seed); `None`: no linear probe.
+    pub linear: Option<LinearProbeConfig>,
+    /// Patch counts n of the linear probe (0 = the plain feature; SPEC §4).
+    pub probe_patches: Vec<usize>,
+    /// kNN (k, temperature); `None`: no kNN.
+    pub knn: Option<KnnConfig>,
+}
+
+impl EvalPlan {
+    /// What a run's config asks for: the linear probe (`eval.linear_*`, seeded with
+    /// `train.seed`) for every n of `eval.probe_patches`, kNN (`eval.knn_*`), on the run's
+    /// geometry, 256 images per forward pass.
+    pub fn from_config(cfg: &ValidConfig) -> Self {
+        Self {
+            geometry: cfg.geometry,
+            extract_batch: 256,
+            linear: Some(LinearProbeConfig::from_eval(&cfg.eval, cfg.train.seed)),
+            probe_patches: cfg.eval.probe_patches.clone(),
+            knn: Some(KnnConfig::from_eval(&cfg.eval)),
+        }
+    }
+
+    /// The same plan with the linear probe on the plain feature only (n = 0): the probes of
+    /// the arms that are not SR (n > 0 probes are SR's evaluation).
+    pub fn plain_only(mut self) -> Self {
+        self.probe_patches.retain(|&n| n == 0);
+        self
+    }
+
+    /// The linear probe's patch counts that run: sorted, without repeats; none without a linear
+    /// probe.
+    pub fn linear_patches(&self) -> Vec<usize> {
+        if self.linear.is_none() {
+            return vec![];
+        }
+        let mut ns = self.probe_patches.clone();
+        ns.sort_unstable();
+        ns.dedup();
+        ns
+    }
 }
 
 /// Where and under which tag features are cached; the tag must identify the backbone weights
@@ -43,18 +77,6 @@ pub struct EvalPlan {
 pub struct CacheSpec<'a> {
     pub cache: &'a FeatureCache,
     pub tag: &'a str,
-}
-
-fn key_part(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn full_features<D: Device<f32>, B: Backbone<D>>(
@@ -72,7 +94,7 @@ fn full_features<D: Device<f32>, B: Backbone<D>>(
             dev,
             ds,
             norm,
-            plan.input_size,
+            plan.geometry.image(),
             plan.extract_batch,
             progress,
         )
@@ -82,9 +104,9 @@ fn full_features<D: Device<f32>, B: Backbone<D>>(
         Some(c) => {
             let key = format!(
                 "{}-{}-s{}-full",
-                key_part(&ds.name),
-                key_part(&ds.split),
-                plan.input_size
+                slug(&ds.name),
+                slug(&ds.split),
+                plan.geometry.image()
             );
             c.cache.get_or_compute(&key, c.tag, || compute(progress))
         }
@@ -103,13 +125,12 @@ fn grid_features<D: Device<f32>, B: Backbone<D>>(
     progress: &mut dyn FnMut(ProgressEvent),
 ) -> Result<GridFeatures> {
     let mut grid = GridFeatures {
-        image_size: ds.height,
-        patch_size: plan.patch_size,
+        geometry: plan.geometry,
         windows: Default::default(),
     };
     let mut positions = vec![];
     for &n in ns {
-        for pos in grid_positions(ds.height, plan.patch_size, n)? {
+        for pos in grid_positions(&plan.geometry, n)? {
             if !positions.contains(&pos) {
                 positions.push(pos);
             }
@@ -134,8 +155,7 @@ fn grid_features<D: Device<f32>, B: Backbone<D>>(
             dev,
             ds,
             norm,
-            plan.input_size,
-            plan.patch_size,
+            &plan.geometry,
             &missing,
             plan.extract_batch,
             progress,
@@ -154,17 +174,17 @@ fn grid_features<D: Device<f32>, B: Backbone<D>>(
 fn window_key(ds: &ImageDataset, plan: &EvalPlan, (r, c): (usize, usize)) -> String {
     format!(
         "{}-{}-s{}-p{}-r{r}-c{c}",
-        key_part(&ds.name),
-        key_part(&ds.split),
-        plan.input_size,
-        plan.patch_size
+        slug(&ds.name),
+        slug(&ds.split),
+        plan.geometry.image(),
+        plan.geometry.patch()
     )
 }
 
 /// Evaluate a frozen backbone: extract (or load from `cache`) the plain features of `train`
 /// and `test`, and the grid-window features when some n > 0 is asked; run the linear probe for
-/// every n of `plan.cfg.probe_patches` (n = 0 first, then ascending), then kNN on the plain
-/// features when `plan.knn`. The backbone is not modified.
+/// every n of `plan.probe_patches` (n = 0 first, then ascending), then kNN on the plain
+/// features when `plan.knn` is set. The backbone is not modified.
 ///
 /// # Shapes
 /// per forward pass `(extract_batch, 3, input_size, input_size)` → `(extract_batch, F)`;
@@ -180,9 +200,7 @@ pub fn evaluate_backbone<D: Device<f32>, B: Backbone<D>>(
     cache: Option<CacheSpec>,
     progress: &mut dyn FnMut(ProgressEvent),
 ) -> Result<Vec<EvalResult>> {
-    let mut ns = plan.cfg.probe_patches.clone();
-    ns.sort_unstable();
-    ns.dedup();
+    let ns = plan.linear_patches();
     let ftr = full_features(backbone, dev, train, norm, plan, cache, progress)?;
     let fte = full_features(backbone, dev, test, norm, plan, cache, progress)?;
     let patch_ns: Vec<usize> = ns.iter().copied().filter(|&n| n > 0).collect();
@@ -194,16 +212,19 @@ pub fn evaluate_backbone<D: Device<f32>, B: Backbone<D>>(
             grid_features(backbone, dev, test, norm, plan, &patch_ns, cache, progress)?,
         ))
     };
-    let probe_cfg = LinearProbeConfig::from_eval(&plan.cfg, plan.seed);
     let mut results = vec![];
     for &n in &ns {
+        let probe_cfg = plan
+            .linear
+            .as_ref()
+            .expect("no patch counts without a linear probe");
         let (a, b) = match (&grids, n) {
             (_, 0) => (ftr.clone(), fte.clone()),
             (Some((gtr, gte)), n) => (probe_features(&ftr, gtr, n)?, probe_features(&fte, gte, n)?),
             (None, _) => unreachable!("grids exist whenever some n > 0"),
         };
         let t = Instant::now();
-        let r = linear_probe(&a, &b, &probe_cfg, progress)?;
+        let r = linear_probe(&a, &b, probe_cfg, progress)?;
         results.push(EvalResult::from_linear(
             &r,
             n,
@@ -212,9 +233,9 @@ pub fn evaluate_backbone<D: Device<f32>, B: Backbone<D>>(
             t.elapsed().as_secs_f64(),
         ));
     }
-    if plan.knn {
+    if let Some(knn) = &plan.knn {
         let t = Instant::now();
-        let r = knn_classify(&ftr, &fte, &KnnConfig::from_eval(&plan.cfg), progress)?;
+        let r = knn_classify(&ftr, &fte, knn, progress)?;
         results.push(EvalResult::from_knn(&r, ftr.dim, t.elapsed().as_secs_f64()));
     }
     Ok(results)

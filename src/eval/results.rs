@@ -161,14 +161,6 @@ pub const CSV_COLUMNS: [&str; 13] = [
     "timestamp",
 ];
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 impl ResultRow {
     /// A row for `result` with the run's identity, stamped with the current time.
     pub fn new(
@@ -234,7 +226,7 @@ impl ResultRow {
             let v = self.field(c).ok_or_else(|| {
                 EvalError::invalid("results CSV", format!("unknown column {c:?}"))
             })?;
-            fields.push(csv_field(&v));
+            fields.push(crate::files::csv_field(&v));
         }
         let mut line = fields.join(",");
         line.push('\n');

@@ -1,60 +1,32 @@
 //! Looking inside a trained spatial-reasoning model: what its relation head predicts for the
 //! patch pairs of an image (notebook `02-spatial-task`).
 //!
-//! [`load_sr_model`] reads the newest checkpoint of a run directory into an [`SrModel`];
-//! [`predict_offsets`] cuts patches like training does (same sampler and patch mode, but no
+//! [`crate::train::load_sr_model`] reads the newest checkpoint of a run directory into an
+//! [`SrModel`]; [`predict_offsets`] cuts patches like training does (same sampler and patch mode, but no
 //! colour augmentation), runs backbone and head in evaluation mode and returns, per patch pair,
 //! the true normalised offset next to the predicted one.
 
-use std::path::{Path, PathBuf};
-
 use dfdx::prelude::*;
 
-use super::{RelationHead, SslModel, PAIR_FEATURES};
+use super::{RelationHead, SslModel};
 use crate::augment::{offset_target, ColorParams, Image, PatchAugment, PatchPos, PatchSampler};
 use crate::data::ImageDataset;
-use crate::models::{Backbone, BuildBackbone, FEATURES};
+use crate::models::{Backbone, FEATURES};
 use crate::rng::{rng_for, Stream};
 
-/// An SR model (backbone + 3-output relation head) on [`crate::Device`], e.g.
+/// An SR model (backbone + relation head with 3 outputs) on [`crate::Device`], e.g.
 /// `SrModel<Conv4<Device>>`.
-pub type SrModel<B> = SslModel<B, RelationHead<3, f32, crate::Device>>;
+pub type SrModel<B> = SslModel<B, RelationHead<f32, crate::Device>>;
 /// An SR model with the Conv-4 backbone (the quickstart's).
 pub type SrConv4 = SrModel<crate::models::Conv4<crate::Device>>;
 
-/// Why a model could not be loaded or inspected; each variant names the file or value.
+/// Why a model could not be inspected; each variant names the value.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error(transparent)]
-    Checkpoint(#[from] crate::train::checkpoint::CheckpointError),
-    #[error("{path}: cannot load SR weights (is this a run of the SR arm with this backbone?): {detail}")]
-    Load { path: PathBuf, detail: String },
     #[error("{0}")]
     Invalid(String),
     #[error("device: {0}")]
     Device(String),
-}
-
-/// Build a `B` backbone and a 3-output head, and load the newest checkpoint of `run_dir` into
-/// them. Fails for an RR run (its head has one output) or a different backbone.
-pub fn load_sr_model<B: BuildBackbone<crate::Device>>(
-    run_dir: &Path,
-) -> Result<SrModel<B>, InspectError> {
-    let (found, _) = crate::train::checkpoint::find_latest(run_dir)?;
-    let path = found.model_path();
-    let dev = crate::new_device(0).map_err(|e| InspectError::Device(e.to_string()))?;
-    let device_err = |e| InspectError::Device(format!("{e:?}"));
-    let mut model = SslModel {
-        backbone: B::build(&dev, 0).map_err(device_err)?,
-        head: RelationHead::<3, f32, _>::build(&dev).map_err(device_err)?,
-    };
-    model
-        .load_safetensors(&path)
-        .map_err(|e| InspectError::Load {
-            path: path.clone(),
-            detail: format!("{e:?}"),
-        })?;
-    Ok(model)
 }
 
 /// One patch pair `(a, b)` of one image and what the head makes of it.
@@ -77,13 +49,14 @@ pub struct OffsetPrediction {
 /// `rng_for(seed, Stream::Patches, 0, image)`, turn them into backbone inputs with `aug` (its mode
 /// and normalisation; colour augmentation off; in additive mode the paste place is drawn from the
 /// same RNG), and run every slot pair `q < r` (left = patch `q`, right = patch `r`, as in
-/// training) through backbone and head in evaluation mode.
+/// training) through backbone and head in evaluation mode (the head aggregates each pair its own
+/// way, `method.aggregation`).
 ///
 /// Returns `images.len() · P(P−1)/2` predictions, image by image.
 ///
 /// # Shapes
 /// Backbone inputs `(images · P, 3, S, S)` with `S = aug.out_size`; head input
-/// `(images · P(P−1)/2, 2F)` → `(…, 3)`.
+/// `(images · P(P−1)/2, 2F)` (cat; `F` for sum, mean, max) → `(…, 3)`.
 pub fn predict_offsets<B: Backbone<crate::Device>>(
     model: &SrModel<B>,
     ds: &ImageDataset,
@@ -92,6 +65,12 @@ pub fn predict_offsets<B: Backbone<crate::Device>>(
     aug: &PatchAugment,
     seed: u64,
 ) -> Result<Vec<OffsetPrediction>, InspectError> {
+    if model.head.outputs() != 3 {
+        return Err(InspectError::Invalid(format!(
+            "the relation head has {} output(s): offsets need an SR head (3)",
+            model.head.outputs()
+        )));
+    }
     if sampler.image_size() != (ds.height, ds.width) {
         return Err(InspectError::Invalid(format!(
             "the sampler is for {:?} images, the dataset {} holds {}×{}",
@@ -134,23 +113,31 @@ pub fn predict_offsets<B: Backbone<crate::Device>>(
         .try_tensor_from_vec(pixels, (n, Const::<3>, s, s))
         .map_err(device_err)?;
     let feats = model.backbone.forward_eval(x).map_err(device_err)?.as_vec();
-    let mut rows = Vec::new();
+    let mut left = Vec::new();
+    let mut right = Vec::new();
     let mut pairs = Vec::new();
     for (k, &image) in images.iter().enumerate() {
         for q in 0..count {
             for r in q + 1..count {
                 let (iq, ir) = (k * count + q, k * count + r);
-                rows.extend_from_slice(&feats[iq * FEATURES..(iq + 1) * FEATURES]);
-                rows.extend_from_slice(&feats[ir * FEATURES..(ir + 1) * FEATURES]);
+                left.extend_from_slice(&feats[iq * FEATURES..(iq + 1) * FEATURES]);
+                right.extend_from_slice(&feats[ir * FEATURES..(ir + 1) * FEATURES]);
                 pairs.push((image, positions[iq], positions[ir]));
             }
         }
     }
     let m = pairs.len();
-    let h = dev
-        .try_tensor_from_vec(rows, (m, Const::<PAIR_FEATURES>))
+    let a = dev
+        .try_tensor_from_vec(left, (m, Const::<FEATURES>))
         .map_err(device_err)?;
-    let out = model.head.forward_eval(h).map_err(device_err)?.as_vec();
+    let b = dev
+        .try_tensor_from_vec(right, (m, Const::<FEATURES>))
+        .map_err(device_err)?;
+    let out = model
+        .head
+        .forward_pairs_eval(a, b)
+        .map_err(device_err)?
+        .as_vec();
     Ok(pairs
         .into_iter()
         .enumerate()
@@ -176,12 +163,12 @@ mod tests {
         let dev = crate::Device::seed_from_u64(3);
         SslModel {
             backbone: Conv4::new(&dev, 3).unwrap(),
-            head: RelationHead::<3, f32, _>::build(&dev).unwrap(),
+            head: RelationHead::new(&dev, super::super::HeadSpec::sr()).unwrap(),
         }
     }
 
     #[test]
-    fn predictions_are_the_head_on_concatenated_patch_features() {
+    fn predictions_are_the_head_on_aggregated_patch_features() {
         let ds = crate::data::synthetic::generate(crate::data::Split::Test, 4, 7).unwrap();
         let model = model();
         let sampler = PatchSampler::square(32, 12, 3, OverlapRule::Forbidden).unwrap();
@@ -213,7 +200,7 @@ mod tests {
         px.extend(cut(preds[0].b));
         let x = dev.tensor_from_vec(px, (2, Const::<3>, 32, 32));
         let f = model.backbone.forward_eval(x).unwrap().as_vec();
-        let h = dev.tensor_from_vec(f, (1, Const::<PAIR_FEATURES>));
+        let h = dev.tensor_from_vec(f, (1, 2 * FEATURES));
         let out = model.head.forward_eval(h).unwrap().as_vec();
         let got = [preds[0].predicted.0, preds[0].predicted.1, preds[0].logit];
         for (g, w) in got.iter().zip(&out) {
@@ -234,8 +221,17 @@ mod tests {
         let wrong = PatchSampler::square(64, 24, 2, OverlapRule::Forbidden).unwrap();
         let e = predict_offsets(&model, &ds, &[0], &wrong, &aug, 1).unwrap_err();
         assert!(e.to_string().contains("(64, 64)"), "{e}");
-        let e = load_sr_model::<Conv4<crate::Device>>(Path::new("/nonexistent/run")).unwrap_err();
-        assert!(e.to_string().contains("/nonexistent/run"), "{e}");
+        let mut rr = model.clone();
+        rr.head = RelationHead::new(
+            &crate::Device::default(),
+            super::super::HeadSpec {
+                outputs: 1,
+                ..super::super::HeadSpec::sr()
+            },
+        )
+        .unwrap();
+        let e = predict_offsets(&rr, &ds, &[0], &sampler, &aug, 1).unwrap_err();
+        assert!(e.to_string().contains("1 output"), "{e}");
         // Additive mode works too and keeps the pair count.
         assert_eq!(
             predict_offsets(&model, &ds, &[0, 1], &sampler, &aug, 1)

@@ -1,95 +1,24 @@
 //! Relational reasoning with the spatial-reasoning auxiliary task: one code path.
 //!
 //! RR is SR with α = 0 and P = 0: the same [`SslModel`], the same [`PairBatch`], the same
-//! [`forward_loss`]. A relation head with `OUT = 1` reads only a logit; with `OUT = 3` it reads
-//! `(Δrow, Δcol, logit)`.
+//! [`forward_loss`]. A relation head ([`head`]) with one output reads only a logit; with three it
+//! reads `(Δrow, Δcol, logit)`. Its aggregation and widths come from the config ([`HeadSpec`]).
 
+pub mod head;
 pub mod inspect;
 pub mod losses;
 pub mod pairs;
 
-use dfdx::nn::modules;
 use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
 use dfdx::prelude::*;
 
-use crate::config::{RelationLoss, TargetPolicy, ValidConfig};
-use crate::models::{Backbone, Images, FEATURES};
+use crate::config::{PatchGeometry, RelationLoss, TargetPolicy, ValidConfig};
+use crate::models::{Backbone, Images};
+pub use head::{aggregate, HeadSpec, RelationHead};
 pub use pairs::{pair_index, PairIndex};
 
 /// A taped tensor on device `D` (training mode).
 pub type Taped<S, D> = Tensor<S, f32, D, OwnedTape<f32, D>>;
-
-/// Input width of the relation head: two concatenated features.
-pub const PAIR_FEATURES: usize = 2 * FEATURES;
-/// Hidden width of the relation head (SPEC §2).
-pub const HEAD_HIDDEN: usize = 256;
-
-/// Linear(2F → 256) → BatchNorm1d(256) → LeakyReLU(0.01) → Linear(256 → OUT).
-#[derive(Clone, Debug)]
-pub struct RelationHead<const OUT: usize, E: Dtype, D: Device<E>> {
-    pub l1: modules::Linear<PAIR_FEATURES, HEAD_HIDDEN, E, D>,
-    pub bn: modules::BatchNorm1D<HEAD_HIDDEN, E, D>,
-    pub l2: modules::Linear<HEAD_HIDDEN, OUT, E, D>,
-}
-
-impl<const OUT: usize, E, D> TensorCollection<E, D> for RelationHead<OUT, E, D>
-where
-    E: Dtype + num_traits::Float + rand_distr::uniform::SampleUniform,
-    D: Device<E>,
-{
-    type To<E2: Dtype, D2: Device<E2>> = RelationHead<OUT, E2, D2>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
-        visitor: &mut V,
-    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        visitor.visit_fields(
-            (
-                Self::module("l1", |s| &s.l1, |s| &mut s.l1),
-                Self::module("bn", |s| &s.bn, |s| &mut s.bn),
-                Self::module("l2", |s| &s.l2, |s| &mut s.l2),
-            ),
-            |(l1, bn, l2)| RelationHead { l1, bn, l2 },
-        )
-    }
-}
-
-impl<const OUT: usize, D: Device<f32>> RelationHead<OUT, f32, D> {
-    /// Build with PyTorch's default Linear init, drawn from the device's RNG.
-    pub fn build(dev: &D) -> Result<Self, D::Err> {
-        Ok(Self {
-            l1: BuildModule::try_build(dev)?,
-            bn: BuildModule::try_build(dev)?,
-            l2: BuildModule::try_build(dev)?,
-        })
-    }
-
-    /// Training mode (batch statistics in the batch-norm).
-    ///
-    /// # Shapes
-    /// `(M, 2F)` → `(M, OUT)`
-    pub fn forward_train(
-        &mut self,
-        x: Tensor<(usize, Const<PAIR_FEATURES>), f32, D, OwnedTape<f32, D>>,
-    ) -> Result<Taped<(usize, Const<OUT>), D>, D::Err> {
-        let h = self.l1.try_forward(x)?;
-        let h = self.bn.try_forward_mut(h)?;
-        let h = h.try_prelu(0.01)?;
-        self.l2.try_forward(h)
-    }
-
-    /// Evaluation mode (running statistics).
-    ///
-    /// # Shapes
-    /// `(M, 2F)` → `(M, OUT)`
-    pub fn forward_eval(
-        &self,
-        x: Tensor<(usize, Const<PAIR_FEATURES>), f32, D>,
-    ) -> Result<Tensor<(usize, Const<OUT>), f32, D>, D::Err> {
-        let h = self.l1.try_forward(x)?;
-        let h = self.bn.try_forward(h)?;
-        let h = h.try_prelu(0.01)?;
-        self.l2.try_forward(h)
-    }
-}
 
 /// Backbone and relation head in one struct, so one gradient set and one optimiser cover both.
 /// Parameter names: `backbone.…`, `head.l1.weight`, ….
@@ -140,7 +69,7 @@ pub struct PairBatch {
 impl PairBatch {
     /// Build pairs for `batch` images with `views` views and `positions.len() / batch` patches
     /// each. `positions[q·B + b]` is the top-left `(row, col)` of patch `q` of image `b` in
-    /// original-image pixels of an `image_size` image; `patch_size` is p.
+    /// image pixels; `geometry` gives S and p.
     ///
     /// Distance targets (SPEC §3): positive patch pair `(i, j)` → `((r_i − r_j)/(S − p),
     /// (c_i − c_j)/(S − p))`. Under [`TargetPolicy::Reference`] every other pair also carries the
@@ -150,8 +79,7 @@ impl PairBatch {
         batch: usize,
         views: usize,
         positions: &[(usize, usize)],
-        image_size: usize,
-        patch_size: usize,
+        geometry: &PatchGeometry,
         policy: TargetPolicy,
     ) -> Self {
         let patches = positions.len().checked_div(batch).unwrap_or(0);
@@ -167,7 +95,7 @@ impl PairBatch {
         let mut same = Vec::with_capacity(m);
         let mut offsets = Vec::with_capacity(2 * m);
         let mut offset_weight = Vec::with_capacity(2 * m);
-        let denom = image_size.saturating_sub(patch_size).max(1) as f32;
+        let denom = geometry.range().max(1) as f32;
         for k in 0..m {
             let pos = index.positive[k];
             same.push(if pos { 1.0 } else { 0.0 });
@@ -242,13 +170,15 @@ pub struct StepStats {
     pub relation_acc: f32,
 }
 
-/// All views and patches through the backbone in one pass, all pairs through the head together,
-/// and the loss `relation + α · distance`.
+/// All views and patches through the backbone in one pass, all pairs through the head together
+/// (aggregated with the head's [`crate::config::Aggregation`]), and the loss
+/// `relation + α · distance`.
 ///
 /// # Shapes
-/// `x`: `(B·(K+P), 3, S, S)` in the item order of [`PairBatch`].
-pub fn forward_loss<B, const OUT: usize, D>(
-    model: &mut SslModel<B, RelationHead<OUT, f32, D>>,
+/// `x`: `(B·(K+P), 3, S, S)` in the item order of [`PairBatch`]; features `(B·(K+P), F)`; head
+/// input `(M, 2F)` (cat) or `(M, F)`; head output `(M, 1)` (RR) or `(M, 3)` (SR).
+pub fn forward_loss<B, D>(
+    model: &mut SslModel<B, RelationHead<f32, D>>,
     x: Images<D, OwnedTape<f32, D>>,
     pairs: &PairBatch,
     settings: &LossSettings,
@@ -257,8 +187,9 @@ where
     B: Backbone<D>,
     D: Device<f32>,
 {
+    let outputs = model.head.outputs();
     assert!(
-        OUT == 1 || OUT == 3,
+        outputs == 1 || outputs == 3,
         "relation head has 1 (RR) or 3 (SR) outputs"
     );
     let dev = x.device().clone();
@@ -269,18 +200,12 @@ where
     let (z, tape) = z.split_tape();
     let zl = z.clone().put_tape(tape).try_gather(left)?;
     let zr = z.retaped::<OwnedTape<f32, D>>().try_gather(right)?;
-    let cat = (
-        zl.realize::<(usize, usize)>(),
-        zr.realize::<(usize, usize)>(),
-    )
-        .try_concat_along(Axis::<1>)?;
-    let cat = cat.realize::<(usize, Const<PAIR_FEATURES>)>();
-    let out = model.head.forward_train(cat)?;
-    let out = out.realize::<(usize, usize)>();
+    let agg = aggregate(zl, zr, model.head.aggregation)?;
+    let out = model.head.forward_train(agg)?;
     let same = dev.tensor_from_vec(pairs.same.clone(), (m,));
 
     let (out, tape) = out.split_tape();
-    let logit_col = OUT - 1;
+    let logit_col = outputs - 1;
     let logits = out
         .clone()
         .put_tape(tape)
@@ -309,7 +234,7 @@ where
             correct as f32 / m as f32
         },
     };
-    if OUT == 1 || settings.alpha == 0.0 {
+    if outputs == 1 || settings.alpha == 0.0 {
         return Ok((relation, stats));
     }
     let pred = out
@@ -327,12 +252,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::OverlapRule;
 
     #[test]
     fn pair_batch_targets_follow_the_reference_policy() {
         // B = 2 images, K = 2 views, P = 2 patches of side 4 in an 8×8 image (S − p = 4).
         let positions = [(0, 0), (4, 0), (0, 4), (4, 4)]; // q0: b0 (0,0), b1 (4,0); q1: b0 (0,4), b1 (4,4)
-        let pb = PairBatch::new(2, 2, &positions, 8, 4, TargetPolicy::Reference);
+        let g = PatchGeometry::resolve(8, 4, 2, OverlapRule::Forbidden).unwrap();
+        let pb = PairBatch::new(2, 2, &positions, &g, TargetPolicy::Reference);
         assert_eq!(pb.items(), 8);
         // B·K(K−1) view pairs + B·P(P−1) patch pairs = 4 + 4
         assert_eq!(pb.index.len(), 8);
@@ -346,14 +273,15 @@ mod tests {
         // patch items are offset past the views
         assert!(pb.index.left[4..].iter().all(|&i| i >= 4));
 
-        let only = PairBatch::new(2, 2, &positions, 8, 4, TargetPolicy::PositivePatchesOnly);
+        let only = PairBatch::new(2, 2, &positions, &g, TargetPolicy::PositivePatchesOnly);
         let w: Vec<f32> = only.offset_weight.iter().step_by(2).copied().collect();
         assert_eq!(w, vec![0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
     }
 
     #[test]
     fn rr_has_no_patch_pairs() {
-        let pb = PairBatch::new(4, 3, &[], 32, 12, TargetPolicy::Reference);
+        let g = PatchGeometry::resolve(32, 12, 0, OverlapRule::Forbidden).unwrap();
+        let pb = PairBatch::new(4, 3, &[], &g, TargetPolicy::Reference);
         assert_eq!(pb.patches, 0);
         assert_eq!(pb.index.len(), 4 * 3 * 2);
         assert_eq!(pb.items(), 12);

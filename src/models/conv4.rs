@@ -1,9 +1,9 @@
 //! Conv-4 (SPEC §1): four blocks of conv3×3 (no bias) → BN → ReLU → avg-pool 2×2 at widths
 //! 8-16-32-64; the last block ends in global average pooling instead. 24,648 trainable parameters.
 
-use super::layers::ConvBn;
+use super::layers::{ConvBn, Pass};
 use super::{Backbone, Features, Images};
-use crate::ops::{self, BnMode, OpsDevice};
+use crate::ops::{self, OpsDevice, Precision};
 use crate::rng::{rng_for, Stream};
 use dfdx::prelude::*;
 
@@ -15,6 +15,9 @@ pub struct Conv4<D: Storage<E>, E: Dtype = f32> {
     pub block2: ConvBn<8, 16, 3, 1, E, D>,
     pub block3: ConvBn<16, 32, 3, 1, E, D>,
     pub block4: ConvBn<32, 64, 3, 1, E, D>,
+    /// Arithmetic of the convolutions in [`Backbone::forward_train`] (not a weight: not saved,
+    /// and f32 again in a model rebuilt through dfdx's `TensorCollection`, e.g. `to_device`).
+    pub precision: Precision,
 }
 
 impl<D: OpsDevice> Conv4<D> {
@@ -27,6 +30,7 @@ impl<D: OpsDevice> Conv4<D> {
             block2: ConvBn::new(dev, &mut rng)?,
             block3: ConvBn::new(dev, &mut rng)?,
             block4: ConvBn::new(dev, &mut rng)?,
+            precision: Precision::F32,
         })
     }
 
@@ -35,12 +39,12 @@ impl<D: OpsDevice> Conv4<D> {
     pub fn forward<T: Tape<f32, D>>(
         &mut self,
         x: Images<D, T>,
-        mode: BnMode,
+        pass: Pass,
     ) -> Result<Features<D, T>, D::Err> {
-        let x = ops::avg_pool2x2(self.block1.forward(x, mode, true)?)?;
-        let x = ops::avg_pool2x2(self.block2.forward(x, mode, true)?)?;
-        let x = ops::avg_pool2x2(self.block3.forward(x, mode, true)?)?;
-        ops::global_avg_pool(self.block4.forward(x, mode, true)?)
+        let x = ops::avg_pool2x2(self.block1.forward(x, pass, true)?)?;
+        let x = ops::avg_pool2x2(self.block2.forward(x, pass, true)?)?;
+        let x = ops::avg_pool2x2(self.block3.forward(x, pass, true)?)?;
+        ops::global_avg_pool(self.block4.forward(x, pass, true)?)
     }
 }
 
@@ -49,11 +53,18 @@ impl<D: OpsDevice> Backbone<D> for Conv4<D> {
         &mut self,
         x: Images<D, OwnedTape<f32, D>>,
     ) -> Result<Features<D, OwnedTape<f32, D>>, D::Err> {
-        self.forward(x, BnMode::Train)
+        let pass = Pass::train(self.precision);
+        self.forward(x, pass)
     }
     fn forward_eval(&self, x: Images<D>) -> Result<Features<D>, D::Err> {
         // Eval mode reads but never writes the running statistics; the clone shares storage.
-        self.clone().forward(x, BnMode::Eval)
+        self.clone().forward(x, Pass::EVAL)
+    }
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+    fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
     }
 }
 
@@ -74,6 +85,7 @@ impl<D: Device<f32>> TensorCollection<f32, D> for Conv4<D> {
                 block2,
                 block3,
                 block4,
+                precision: Precision::F32,
             },
         )
     }

@@ -2,10 +2,35 @@
 //! Each is a dfdx [`TensorCollection`], so save/load and optimisers see readable names
 //! (`conv.weight`, `bn.running_mean`, …) with PyTorch's shapes.
 
-use crate::ops::{self, Act, BnMode, BnParams, OpsDevice};
+use crate::ops::{self, Act, BnMode, BnParams, OpsDevice, Precision};
 use crate::rng::Rng;
 use dfdx::prelude::*;
 use rand_distr::{Distribution, Normal};
+
+/// How one forward pass runs: which statistics batch-norm uses, and the convolutions'
+/// arithmetic. Training passes take the run's precision ([`Pass::train`]); evaluation is
+/// [`Pass::EVAL`], f32 by definition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pass {
+    pub bn: BnMode,
+    pub precision: Precision,
+}
+
+impl Pass {
+    /// Running statistics, f32: evaluation, probes, diagnostics.
+    pub const EVAL: Pass = Pass {
+        bn: BnMode::Eval,
+        precision: Precision::F32,
+    };
+
+    /// Batch statistics (running ones updated), convolutions in `precision`.
+    pub fn train(precision: Precision) -> Pass {
+        Pass {
+            bn: BnMode::Train,
+            precision,
+        }
+    }
+}
 
 /// Kaiming-normal standard deviation with fan-out for a conv weight `(O, I, K, K)`:
 /// `sqrt(2 / (O·K·K))`.
@@ -43,10 +68,16 @@ impl<const I: usize, const O: usize, const K: usize, const S: usize, D: Device<f
 impl<const I: usize, const O: usize, const K: usize, const S: usize, D: OpsDevice>
     Conv2d<I, O, K, S, f32, D>
 {
+    /// The convolution in `precision`.
+    ///
     /// # Shapes
     /// `(B, I, H, W)` → `(B, O, (H + 2p − K)/S + 1, …)` with `p = K / 2`
-    pub fn forward<T: Tape<f32, D>>(&self, x: Act<I, D, T>) -> Result<Act<O, D, T>, D::Err> {
-        ops::conv2d(x, &self.weight, S, K / 2)
+    pub fn forward<T: Tape<f32, D>>(
+        &self,
+        x: Act<I, D, T>,
+        precision: Precision,
+    ) -> Result<Act<O, D, T>, D::Err> {
+        ops::conv2d(x, &self.weight, S, K / 2, precision)
     }
 }
 
@@ -193,11 +224,11 @@ impl<const I: usize, const O: usize, const K: usize, const S: usize, D: OpsDevic
     pub fn forward<T: Tape<f32, D>>(
         &mut self,
         x: Act<I, D, T>,
-        mode: BnMode,
+        pass: Pass,
         relu: bool,
     ) -> Result<Act<O, D, T>, D::Err> {
-        let y = self.conv.forward(x)?;
-        self.bn.forward(y, mode, relu)
+        let y = self.conv.forward(x, pass.precision)?;
+        self.bn.forward(y, pass.bn, relu)
     }
 }
 

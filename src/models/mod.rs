@@ -60,8 +60,11 @@ impl std::str::FromStr for BackboneKind {
 
 /// A feature extractor: images in, `FEATURES`-wide features out.
 ///
-/// `forward_train` uses batch statistics in batch-norm (and updates running statistics);
-/// `forward_eval` uses running statistics and records no gradients.
+/// `forward_train` uses batch statistics in batch-norm (and updates running statistics) and runs
+/// the convolutions in the backbone's [`Precision`] (a property of the run that trains it, set
+/// with [`Backbone::set_precision`]; f32 when built); `forward_eval` uses running statistics,
+/// records no gradients and is always f32 (evaluation, probes and diagnostics are f32 by
+/// definition). Two backbones of different precisions can train at once on different threads.
 ///
 /// No `Send`/`Sync` bound: dfdx's `Cuda` device holds a raw CUDA stream and is neither, so such a
 /// bound would rule out every CUDA backbone. On `Cpu` the backbones are `Send + Sync`.
@@ -75,16 +78,23 @@ pub trait Backbone<D: Device<f32>>: TensorCollection<f32, D> + Clone + std::fmt:
     /// # Shapes
     /// `(B, 3, H, W)` → `(B, FEATURES)`
     fn forward_eval(&self, x: Images<D>) -> Result<Features<D>, D::Err>;
+    /// The arithmetic of [`Backbone::forward_train`]'s convolutions.
+    fn precision(&self) -> Precision;
+    /// Sets the arithmetic of [`Backbone::forward_train`]'s convolutions (the run's
+    /// `train.precision`; check it with [`Precision::check_supported`] first).
+    fn set_precision(&mut self, precision: Precision);
 }
 
 pub mod conv4;
 pub mod layers;
 pub mod resnet;
 
+pub use layers::Pass;
+
 pub use conv4::Conv4;
 pub use resnet::{ResNet, ResNet32, ResNet56, ResNet8};
 
-use crate::ops::OpsDevice;
+use crate::ops::{OpsDevice, Precision};
 
 /// Conv-4 on the CPU.
 pub type Conv4Cpu = Conv4<Cpu>;

@@ -5,9 +5,9 @@
 //! Parameter names: `stem.conv.weight`, `stem.bn.*`, `stage{1,2,3}.{i}.conv1.weight`,
 //! `stage{s}.{i}.bn1.*`, `…conv2…`, `…bn2…`, and `stage{2,3}.0.shortcut.{conv.weight,bn.*}`.
 
-use super::layers::{BatchNorm, Conv2d, ConvBn};
+use super::layers::{BatchNorm, Conv2d, ConvBn, Pass};
 use super::{Backbone, Features, Images};
-use crate::ops::{self, Act, BnMode, OpsDevice};
+use crate::ops::{self, Act, OpsDevice, Precision};
 use crate::rng::{rng_for, Rng, Stream};
 use dfdx::prelude::*;
 
@@ -35,12 +35,16 @@ impl<const C: usize, D: OpsDevice> BasicBlock<C, f32, D> {
     pub fn forward<T: Tape<f32, D>>(
         &mut self,
         x: Act<C, D, T>,
-        mode: BnMode,
+        pass: Pass,
     ) -> Result<Act<C, D, T>, D::Err> {
+        let y = self.bn1.forward(
+            self.conv1.forward(x.with_empty_tape(), pass.precision)?,
+            pass.bn,
+            true,
+        )?;
         let y = self
-            .bn1
-            .forward(self.conv1.forward(x.with_empty_tape())?, mode, true)?;
-        let y = self.bn2.forward(self.conv2.forward(y)?, mode, false)?;
+            .bn2
+            .forward(self.conv2.forward(y, pass.precision)?, pass.bn, false)?;
         ops::add_relu(y, x)
     }
 }
@@ -94,13 +98,17 @@ impl<const I: usize, const O: usize, D: OpsDevice> DownBlock<I, O, f32, D> {
     pub fn forward<T: Tape<f32, D>>(
         &mut self,
         x: Act<I, D, T>,
-        mode: BnMode,
+        pass: Pass,
     ) -> Result<Act<O, D, T>, D::Err> {
+        let y = self.bn1.forward(
+            self.conv1.forward(x.with_empty_tape(), pass.precision)?,
+            pass.bn,
+            true,
+        )?;
         let y = self
-            .bn1
-            .forward(self.conv1.forward(x.with_empty_tape())?, mode, true)?;
-        let y = self.bn2.forward(self.conv2.forward(y)?, mode, false)?;
-        let s = self.shortcut.forward(x, mode, false)?;
+            .bn2
+            .forward(self.conv2.forward(y, pass.precision)?, pass.bn, false)?;
+        let s = self.shortcut.forward(x, pass, false)?;
         ops::add_relu(y, s)
     }
 }
@@ -148,10 +156,10 @@ impl<const C: usize, const N: usize, D: OpsDevice> PlainStage<C, N, f32, D> {
     pub fn forward<T: Tape<f32, D>>(
         &mut self,
         mut x: Act<C, D, T>,
-        mode: BnMode,
+        pass: Pass,
     ) -> Result<Act<C, D, T>, D::Err> {
         for b in self.blocks.iter_mut() {
-            x = b.forward(x, mode)?;
+            x = b.forward(x, pass)?;
         }
         Ok(x)
     }
@@ -196,11 +204,11 @@ impl<const I: usize, const O: usize, const N: usize, D: OpsDevice> DownStage<I, 
     pub fn forward<T: Tape<f32, D>>(
         &mut self,
         x: Act<I, D, T>,
-        mode: BnMode,
+        pass: Pass,
     ) -> Result<Act<O, D, T>, D::Err> {
-        let mut x = self.first.forward(x, mode)?;
+        let mut x = self.first.forward(x, pass)?;
         for b in self.rest.iter_mut() {
-            x = b.forward(x, mode)?;
+            x = b.forward(x, pass)?;
         }
         Ok(x)
     }
@@ -237,6 +245,9 @@ pub struct ResNet<const N: usize, D: Storage<E>, E: Dtype = f32> {
     pub stage1: PlainStage<16, N, E, D>,
     pub stage2: DownStage<16, 32, N, E, D>,
     pub stage3: DownStage<32, 64, N, E, D>,
+    /// Arithmetic of the convolutions in [`Backbone::forward_train`] (not a weight: not saved,
+    /// and f32 again in a model rebuilt through dfdx's `TensorCollection`, e.g. `to_device`).
+    pub precision: Precision,
 }
 
 /// ResNet-8 (77,392 parameters).
@@ -256,6 +267,7 @@ impl<const N: usize, D: OpsDevice> ResNet<N, D> {
             stage1: PlainStage::new(dev, &mut rng)?,
             stage2: DownStage::new(dev, &mut rng)?,
             stage3: DownStage::new(dev, &mut rng)?,
+            precision: Precision::F32,
         })
     }
 
@@ -264,12 +276,12 @@ impl<const N: usize, D: OpsDevice> ResNet<N, D> {
     pub fn forward<T: Tape<f32, D>>(
         &mut self,
         x: Images<D, T>,
-        mode: BnMode,
+        pass: Pass,
     ) -> Result<Features<D, T>, D::Err> {
-        let x = self.stem.forward(x, mode, true)?;
-        let x = self.stage1.forward(x, mode)?;
-        let x = self.stage2.forward(x, mode)?;
-        let x = self.stage3.forward(x, mode)?;
+        let x = self.stem.forward(x, pass, true)?;
+        let x = self.stage1.forward(x, pass)?;
+        let x = self.stage2.forward(x, pass)?;
+        let x = self.stage3.forward(x, pass)?;
         ops::global_avg_pool(x)
     }
 }
@@ -279,11 +291,18 @@ impl<const N: usize, D: OpsDevice> Backbone<D> for ResNet<N, D> {
         &mut self,
         x: Images<D, OwnedTape<f32, D>>,
     ) -> Result<Features<D, OwnedTape<f32, D>>, D::Err> {
-        self.forward(x, BnMode::Train)
+        let pass = Pass::train(self.precision);
+        self.forward(x, pass)
     }
     fn forward_eval(&self, x: Images<D>) -> Result<Features<D>, D::Err> {
         // Eval mode reads but never writes the running statistics; the clone shares storage.
-        self.clone().forward(x, BnMode::Eval)
+        self.clone().forward(x, Pass::EVAL)
+    }
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+    fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
     }
 }
 
@@ -304,6 +323,7 @@ impl<const N: usize, D: Device<f32>> TensorCollection<f32, D> for ResNet<N, D> {
                 stage1,
                 stage2,
                 stage3,
+                precision: Precision::F32,
             },
         )
     }

@@ -44,17 +44,22 @@ pub fn available() -> bool {
     }
 }
 
-static PORTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Forces the portable kernel even where AVX-512 BF16 is available, and with it the convolution
-/// route of a CPU without AVX-512 BF16 (no bf16 direct kernel): for tests.
-pub fn force_portable(on: bool) {
-    PORTABLE.store(on, std::sync::atomic::Ordering::Relaxed);
+/// Which kernels the bf16 routines run: `Best` = the AVX-512 BF16 ones where the CPU has them
+/// (the portable ones elsewhere), `Portable` = the portable ones everywhere (what a CPU without
+/// AVX-512 BF16 runs; tests ask for it to check that route on any CPU). Both round the same way
+/// and sum in the same pair order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernel {
+    #[default]
+    Best,
+    Portable,
 }
 
-/// Whether the AVX-512 BF16 kernels run: the CPU has them and [`force_portable`] is off.
-pub fn simd() -> bool {
-    !PORTABLE.load(std::sync::atomic::Ordering::Relaxed) && available()
+impl Kernel {
+    /// Whether this choice runs the AVX-512 BF16 kernels on this CPU.
+    pub fn simd(self) -> bool {
+        self == Kernel::Best && available()
+    }
 }
 
 /// `x` rounded to bf16 (nearest, ties to even), as its 16 bits. NaN stays NaN.
@@ -127,22 +132,22 @@ pub struct PackedB {
 }
 
 impl PackedB {
-    /// Packs `b` (`k × n`).
-    pub fn new(k: usize, n: usize, b: Mat) -> Self {
+    /// Packs `b` (`k × n`) with `kernel`'s rounding routine.
+    pub fn new(kernel: Kernel, k: usize, n: usize, b: Mat) -> Self {
         let mut p = Self::default();
-        p.repack(k, n, b);
+        p.repack(kernel, k, n, b);
         p
     }
 
     /// Packs `b` (`k × n`) in place of the current contents, reusing the allocation.
-    pub fn repack(&mut self, k: usize, n: usize, b: Mat) {
+    pub fn repack(&mut self, kernel: Kernel, k: usize, n: usize, b: Mat) {
         b.check(k, n, "B");
         let kp = k.div_ceil(2);
         let data = &mut self.data;
         data.resize(n * kp, 0);
         for (j, col) in data.chunks_mut(kp.max(1)).enumerate().take(n) {
             if b.rs == 1 {
-                pack_row(&b.data[j * b.cs..][..k], col);
+                pack_row(kernel.simd(), &b.data[j * b.cs..][..k], col);
             } else {
                 for (p, d) in col.iter_mut().enumerate() {
                     let hi = if 2 * p + 1 < k {
@@ -190,10 +195,10 @@ impl PackedB {
 }
 
 /// `out[p] = (row[2p], row[2p+1])` as bf16 pairs (`row[k] = 0` past the end).
-fn pack_row(row: &[f32], out: &mut [u32]) {
+fn pack_row(simd: bool, row: &[f32], out: &mut [u32]) {
     let full = (row.len() / 32).min(out.len() / 16);
     #[cfg(target_arch = "x86_64")]
-    if simd() {
+    if simd {
         // SAFETY: AVX-512 BF16 checked; `full` 32-float chunks lie in `row` and 16-pair chunks
         // in `out`.
         unsafe { pack_row_simd(row, out, full) };
@@ -217,7 +222,7 @@ fn pair_at(row: &[f32], p: usize) -> u32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pack_row_simd(row: &[f32], out: &mut [u32], chunks: usize) {
-    // SAFETY: AVX-512F/BW/BF16 are present (checked by `simd()`); the loads read `row[..16·chunks]`
+    // SAFETY: AVX-512F/BW/BF16 are present (checked by `Kernel::simd`); the loads read `row[..16·chunks]`
     // and the stores write `out[..8·chunks]`, which the caller sized.
     unsafe {
         let (s, d) = (row.as_ptr(), out.as_mut_ptr());
@@ -232,21 +237,21 @@ unsafe fn pack_row_simd(row: &[f32], out: &mut [u32], chunks: usize) {
 }
 
 /// Runs `f` on `x` rounded to bf16 (a thread-local buffer of bits).
-pub fn with_bf16<R>(x: &[f32], f: impl FnOnce(&[u16]) -> R) -> R {
+pub fn with_bf16<R>(kernel: Kernel, x: &[f32], f: impl FnOnce(&[u16]) -> R) -> R {
     XBF16.with(|buf| {
         let mut buf = buf.borrow_mut();
         buf.resize(x.len(), 0);
-        to_bf16_slice(x, &mut buf);
+        to_bf16_slice(kernel, x, &mut buf);
         f(&buf)
     })
 }
 
 /// `dst[i] = to_bf16(src[i])` (equal lengths).
-pub fn to_bf16_slice(src: &[f32], dst: &mut [u16]) {
+pub fn to_bf16_slice(kernel: Kernel, src: &[f32], dst: &mut [u16]) {
     assert_eq!(src.len(), dst.len(), "to_bf16_slice: lengths differ");
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if simd() {
+    if kernel.simd() {
         done = src.len() / 16 * 16;
         // SAFETY: AVX-512 BF16 checked; `done` is within both slices.
         unsafe { to_bf16_simd(&src[..done], &mut dst[..done]) };
@@ -259,7 +264,7 @@ pub fn to_bf16_slice(src: &[f32], dst: &mut [u16]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn to_bf16_simd(src: &[f32], dst: &mut [u16]) {
-    // SAFETY: AVX-512F/BW/BF16 are present (checked by `simd()`); whole and masked vectors stay
+    // SAFETY: AVX-512F/BW/BF16 are present (checked by `Kernel::simd`); whole and masked vectors stay
     // inside `src` and `dst` (equal lengths).
     unsafe {
         for (s, d) in src.chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
@@ -278,6 +283,7 @@ thread_local! {
 /// Packs rows `m0..m0+rows` (`rows ≤ mr`) and pairs `p0..p0+kc` of `a` (`m × k`) into
 /// `panel[p][lane]` (`mr` lanes), lanes past `rows` zero.
 fn pack_a(
+    simd: bool,
     a: Mat,
     k: usize,
     (m0, rows, mr): (usize, usize, usize),
@@ -287,7 +293,7 @@ fn pack_a(
 ) {
     let panel = &mut panel[..kc * mr];
     #[cfg(target_arch = "x86_64")]
-    if a.rs == 1 && simd() {
+    if a.rs == 1 && simd {
         // SAFETY: AVX-512 BF16 checked; `a.check` (by the caller) covers every element read.
         unsafe { pack_a_lanes_simd(a, k, (m0, rows, mr), p0, kc, panel) };
         return;
@@ -301,7 +307,7 @@ fn pack_a(
                 if lane < rows {
                     let start = (m0 + lane) * a.rs + 2 * p0;
                     let end = (start + 2 * kc).min((m0 + lane) * a.rs + k);
-                    pack_row(&a.data[start..end], &mut t);
+                    pack_row(simd, &a.data[start..end], &mut t);
                     for (p, v) in t.iter().enumerate() {
                         panel[p * mr + lane] = *v;
                     }
@@ -339,7 +345,7 @@ unsafe fn pack_a_lanes_simd(
     kc: usize,
     panel: &mut [u32],
 ) {
-    // SAFETY: AVX-512F/BW/BF16 are present (checked by `simd()`); reads stay inside the source
+    // SAFETY: AVX-512F/BW/BF16 are present (checked by `Kernel::simd`); reads stay inside the source
     // matrix's extent and writes inside `out`, both sized by the caller.
     unsafe {
         let s = a.data.as_ptr();
@@ -369,11 +375,20 @@ unsafe fn pack_a_lanes_simd(
 }
 
 /// `dst (m × n, column-major: element (i, j) at dst[i + j·ld]) [+]= A (m × k) · B (k × n)`
-/// with bf16 inputs and f32 accumulation. Single-threaded (callers run it per image).
+/// with bf16 inputs and f32 accumulation, on `kernel`'s micro-kernel. Single-threaded (callers
+/// run it per image).
 ///
 /// # Panics
 /// If a matrix does not fit its slice, or `b` was packed for another `k`.
-pub fn matmul(m: usize, dst: &mut [f32], ld: usize, accumulate: bool, a: Mat, b: &PackedB) {
+pub fn matmul(
+    kernel: Kernel,
+    m: usize,
+    dst: &mut [f32],
+    ld: usize,
+    accumulate: bool,
+    a: Mat,
+    b: &PackedB,
+) {
     let (n, k) = (b.n, b.k);
     a.check(m, k, "A");
     if m == 0 || n == 0 {
@@ -390,7 +405,7 @@ pub fn matmul(m: usize, dst: &mut [f32], ld: usize, accumulate: bool, a: Mat, b:
         }
         return;
     }
-    let simd = simd();
+    let simd = kernel.simd();
     let mr = if m <= 16 { 16 } else { MR };
     let nr = nr(mr);
     PANEL.with(|panel| {
@@ -401,7 +416,7 @@ pub fn matmul(m: usize, dst: &mut [f32], ld: usize, accumulate: bool, a: Mat, b:
             let load = accumulate || p0 > 0;
             for m0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - m0);
-                pack_a(a, k, (m0, rows, mr), p0, kc, &mut panel);
+                pack_a(simd, a, k, (m0, rows, mr), p0, kc, &mut panel);
                 for n0 in (0..n).step_by(nr) {
                     let cols = nr.min(n - n0);
                     let bp = &b.data[n0 * b.kp + p0..];
@@ -480,7 +495,7 @@ unsafe fn kernel<const V: usize, const N: usize>(
     rows: usize,
     load: bool,
 ) {
-    // SAFETY: AVX-512F/BW/BF16 are present (checked by `simd()`); the packed panels and the
+    // SAFETY: AVX-512F/BW/BF16 are present (checked by `Kernel::simd`); the packed panels and the
     // destination tile are sized by `matmul`, and masked loads/stores cover the tails.
     unsafe {
         let mut mask = [0 as __mmask16; V];

@@ -19,7 +19,7 @@
 
 use super::bf16::{self, Mat, PackedB};
 use super::direct::{self, Pad};
-use super::{out_size, Act, BnMode, BnParams, ConvWeight, Pooled, BN_EPS, BN_MOMENTUM};
+use super::{out_size, Act, BnMode, BnParams, ConvWeight, Pooled, Precision, BN_EPS, BN_MOMENTUM};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -64,83 +64,67 @@ fn with_scratch_b<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     with_scratch(1, len, f)
 }
 
-static DIRECT_CONV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Turns the direct 3×3 convolution kernel ([`super::direct`]) on or off for this process (on
-/// by default where the CPU has AVX-512F; off, every convolution takes the im2col + gemm path).
-/// For benchmarks and tests that compare the two.
-pub fn set_direct_conv(on: bool) {
-    DIRECT_CONV.store(on, std::sync::atomic::Ordering::Relaxed);
+/// How [`conv2d`] computes on the CPU: its arithmetic, and which kernels it may use. The model
+/// path takes [`ConvRoute::fastest`] for the run's precision; tests and benchmarks that compare
+/// the routes of one op ask for the others explicitly (the choice is per call: nothing global).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvRoute {
+    /// f32, or bf16 products with f32 accumulation.
+    pub precision: Precision,
+    /// Use the direct 3×3 kernel ([`super::direct`]) where the geometry and the CPU allow it
+    /// (AVX-512F; for bf16 also AVX-512 BF16 and `bf16_kernel` = `Best`); otherwise im2col + gemm.
+    pub direct: bool,
+    /// Which bf16 matrix kernel the im2col route runs ([`bf16::Kernel`]); `Portable` also rules
+    /// out the bf16 direct kernel, as on a CPU without AVX-512 BF16.
+    pub bf16_kernel: bf16::Kernel,
 }
 
-static CONV_BF16: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Turns bf16 convolution products on or off for this process (off by default; the public
-/// switch is [`super::set_precision`]). On: the output, the input gradient and the weight
-/// gradient of every convolution are computed from bf16-rounded operands with f32 accumulation
-/// (3×3 "same": the direct kernel on channel pairs; otherwise im2col + [`super::bf16::matmul`];
-/// the weight gradient always the latter). Weights, activations, batch-norm and the optimiser
-/// stay f32.
-pub fn set_conv_bf16(on: bool) {
-    CONV_BF16.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether convolutions run their GEMMs in bf16 ([`set_conv_bf16`]).
-pub fn conv_bf16() -> bool {
-    CONV_BF16.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Whether a convolution of this geometry takes the direct kernel (f32, or bf16 pairs).
-fn use_direct(g: &Geo, bf16: bool) -> bool {
-    g.k == 3
-        && is_same(g)
-        && DIRECT_CONV.load(std::sync::atomic::Ordering::Relaxed)
-        && if bf16 {
-            super::direct::available_bf16()
-        } else {
-            super::direct::available()
+impl ConvRoute {
+    /// The fastest route this CPU has for `precision`.
+    pub fn fastest(precision: Precision) -> Self {
+        Self {
+            precision,
+            direct: true,
+            bf16_kernel: bf16::Kernel::Best,
         }
-}
+    }
 
-/// Keeps glibc from returning freed activation buffers to the OS: every step allocates and
-/// frees the same sizes, and each buffer handed back is page-faulted and zeroed afresh by the
-/// kernel on the next step. Process-wide, applied once on the first op call; it changes no
-/// result, only speed (and keeps the peak resident set once reached).
-///
-/// - `M_MMAP_MAX = 0`: no `mmap` per allocation (glibc serves large requests with a fresh
-///   mapping and unmaps it on `free`; above 64 MiB it does so in a thread's arena whatever the
-///   threshold).
-/// - `M_TRIM_THRESHOLD = -1`: never trim the heap top. The previous setting, `i32::MAX` (the
-///   largest positive value `mallopt` takes, 2 GiB), was below what a 64×64 pretraining step
-///   frees at its end (gigabytes), so the heap was trimmed and re-faulted every step.
-///
-/// With the previous settings (mmap threshold 256 MiB, trim 2 GiB), 31 % of the authors'-setting
-/// pretraining step (896 inputs of 64×64) was the kernel's `clear_page`; with these, the step
-/// ran 1.44× faster and steady-state page faults fell to ~5,600 per step (which of the two
-/// settings did it was not isolated). At 32×32 and batch 64 the earlier settings had already
-/// taken a ResNet-32 step from 32 to 109 images/s.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            extern "C" {
-                fn mallopt(param: i32, value: i32) -> i32;
+    /// im2col + gemm (or the bf16 matrix product) on every geometry.
+    pub fn im2col(precision: Precision) -> Self {
+        Self {
+            direct: false,
+            ..Self::fastest(precision)
+        }
+    }
+
+    /// What a CPU without AVX-512 BF16 runs for bf16 (im2col + the portable bf16 product); f32
+    /// is unaffected.
+    pub fn portable(self) -> Self {
+        Self {
+            bf16_kernel: bf16::Kernel::Portable,
+            ..self
+        }
+    }
+
+    fn bf16(&self) -> bool {
+        self.precision == Precision::Bf16
+    }
+
+    /// Whether a convolution of this geometry takes the direct kernel (f32, or bf16 pairs).
+    fn use_direct(&self, g: &Geo) -> bool {
+        g.k == 3
+            && is_same(g)
+            && self.direct
+            && if self.bf16() {
+                self.bf16_kernel.simd() && super::direct::available_bf16()
+            } else {
+                super::direct::available()
             }
-            const M_TRIM_THRESHOLD: i32 = -1;
-            const M_MMAP_MAX: i32 = -4;
-            // SAFETY: mallopt only adjusts allocator tunables; called once, before our buffers.
-            unsafe {
-                mallopt(M_MMAP_MAX, 0);
-                mallopt(M_TRIM_THRESHOLD, -1);
-            }
-        });
     }
 }
 
 /// A contiguous host copy of a (contiguous) tensor.
 fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
-    tune_allocator();
     let mut v = vec![0.0; t.shape().num_elements()];
     t.copy_into(&mut v);
     v
@@ -441,7 +425,7 @@ fn direct_conv_image(
     });
 }
 
-/// Fast CPU [`super::OpsDevice::conv2d`].
+/// Fast CPU [`super::OpsDevice::conv2d`], on `route` (the model path: [`ConvRoute::fastest`]).
 ///
 /// # Shapes
 /// `x: (B, I, H, W)`, `w: (O, I, K, K)` → `(B, O, Ho, Wo)`
@@ -450,6 +434,7 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
     w: &ConvWeight<O, I, K, Cpu>,
     stride: usize,
     padding: usize,
+    route: ConvRoute,
 ) -> Result<Act<O, Cpu, T>, Err> {
     let x = x.try_contiguous()?;
     let (x, mut tape) = x.split_tape();
@@ -469,9 +454,9 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
     let (ckk, opl, iml) = (g.ckk(), g.out_plane(), g.in_image());
     // The direct kernel for 3×3 "same" convolutions (weights packed once per call: forward,
     // and flipped/transposed for the input gradient); im2col + gemm otherwise.
-    // Read once: the switch is global, and one call must not mix the two.
-    let bf16 = conv_bf16();
-    let direct = use_direct(&g, bf16).then(|| {
+    let bf16 = route.bf16();
+    let kernel = route.bf16_kernel;
+    let direct = route.use_direct(&g).then(|| {
         (
             Pad::new(h, wd),
             direct::Weights::pack(&wv, O, I, false, bf16),
@@ -482,8 +467,8 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
     // the input gradient (B = W, O × ckk)
     let packed = (bf16 && direct.is_none()).then(|| {
         (
-            PackedB::new(ckk, O, Mat::new(&wv, 1, ckk)),
-            PackedB::new(O, ckk, Mat::new(&wv, ckk, 1)),
+            PackedB::new(kernel, ckk, O, Mat::new(&wv, 1, ckk)),
+            PackedB::new(kernel, O, ckk, Mat::new(&wv, ckk, 1)),
         )
     });
     let mut yv = vec![0.0f32; b * O * opl];
@@ -497,7 +482,7 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
             im2col(&g, x_n, cols, opl);
             if let Some((wt, _)) = &packed {
                 // y_n (opl × O, column-major) = colsᵀ (opl × ckk) · Wᵀ
-                bf16::matmul(opl, y_n, opl, false, Mat::new(cols, 1, opl), wt);
+                bf16::matmul(kernel, opl, y_n, opl, false, Mat::new(cols, 1, opl), wt);
                 return;
             }
             // y_nᵀ (opl × O) = colsᵀ (opl × ckk) · Wᵀ (ckk × O); y_nᵀ[i][o] = y_n[o·opl + i]
@@ -540,11 +525,11 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                             // and the column matrix built from it in place, as packed pairs
                             BF16_COLS.with(|pb| {
                                 let mut pb = pb.borrow_mut();
-                                bf16::with_bf16(x_n, |x16| {
+                                bf16::with_bf16(kernel, x_n, |x16| {
                                     pb.fill_rows(opl, ckk, |rows, ld| im2col(&g, x16, rows, ld))
                                 });
                                 let a = Mat::new(gy_n, opl, 1);
-                                bf16::matmul(O, &mut dwt, O, true, a, &pb);
+                                bf16::matmul(kernel, O, &mut dwt, O, true, a, &pb);
                             });
                         } else {
                             with_scratch_a(ckk * opl, |cols| {
@@ -575,7 +560,7 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
                                 if let Some((_, wn)) = &packed {
                                     // dcols (ckk × opl) = (gy_nᵀ (opl × O) · W)ᵀ
                                     let a = Mat::new(gy_n, 1, opl);
-                                    bf16::matmul(opl, dcols, opl, false, a, wn);
+                                    bf16::matmul(kernel, opl, dcols, opl, false, a, wn);
                                     col2im_add(&g, dcols, gx_n);
                                     return;
                                 }

@@ -18,7 +18,7 @@
 //!
 //! Used by [`super::cpu::conv2d`] when the CPU has AVX-512F (checked at run time); the
 //! im2col + gemm path stays for other geometries and CPUs, and for comparison
-//! ([`super::cpu::set_direct_conv`]).
+//! ([`super::cpu::ConvRoute`]).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -403,10 +403,9 @@ impl Weights {
     }
 }
 
-/// Whether the bf16 direct kernel can run on this CPU (and is not switched off by
-/// [`super::bf16::force_portable`]).
+/// Whether the bf16 direct kernel can run on this CPU (AVX-512F and AVX-512 BF16).
 pub fn available_bf16() -> bool {
-    available() && super::bf16::simd()
+    available() && super::bf16::available()
 }
 
 /// Like [`pad_into`], but each padded plane `q` holds channels `2q` and `2q + 1` as bf16 pairs
@@ -422,7 +421,7 @@ pub fn pad_pairs_into(pad: &Pad, c: usize, x: &[f32], xp: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pad_pair_planes(pad: &Pad, c: usize, x: &[f32], xp: &mut [f32]) {
-    // SAFETY: AVX-512F/BW/BF16 are present (checked by `bf16::simd()`); the loads and stores stay
+    // SAFETY: AVX-512F/BW/BF16 are present (checked by `available_bf16()`); the loads and stores stay
     // inside `x` and `xp`, sized from `pad` by the caller.
     unsafe {
         let (h, w, wp) = (pad.h, pad.w, pad.wp);

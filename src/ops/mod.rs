@@ -10,12 +10,15 @@
 //! - [`generic`]: the same maths composed of dfdx's own ops (gather + matmul for conv,
 //!   reductions + broadcasts for batch-norm), so it runs on any dfdx device, CUDA included.
 //!
-//! **Precision** ([`set_precision`], config key `train.precision`): f32 by default; `bf16` runs
-//! the convolutions' three products (output, input gradient, weight gradient) on bf16-rounded
+//! **Precision** ([`Precision`], config key `train.precision`, passed to [`conv2d`] by the layer
+//! that calls it; no process-wide switch): f32 by default; `bf16` runs the convolutions' three
+//! products (output, input gradient, weight gradient) on bf16-rounded
 //! operands with f32 accumulation — the direct kernel on pairs of channels
 //! ([`direct::Weights::Bf16`]), the rest through [`bf16::matmul`] (AVX-512 BF16 `vdpbf16ps`).
 //! Weights, activations, batch-norm, losses and the optimiser stay f32 (the master weights are
 //! rounded when packed, each call).
+//!
+//! [`matmul`] is the host-side f32 matrix product (probes, kNN): the one safe entry to `gemm`.
 //!
 //! On `Cuda` (feature `cuda`) a third: [`cuda`], cuDNN convolutions and fused kernels
 //! ([`kernels`], `kernels.cu`) registered on the tape the same way.
@@ -31,11 +34,11 @@
 //! Performance notes (measured, see BENCHMARKS.md):
 //! - Leave dfdx's tensor cache **off** (`dev.enable_cache()`): the fast path's buffers come from
 //!   the allocator and would only pile up in the cache; a ResNet-32 step was slower with it on.
-//! - On glibc the first CPU op turns off per-allocation `mmap` and heap trimming once
-//!   (`mallopt(M_MMAP_MAX, 0)`, `mallopt(M_TRIM_THRESHOLD, -1)`), so freed activation buffers
-//!   are reused instead of page-faulted in afresh every step (at the authors' 64×64 setting
-//!   the kernel's page zeroing had been 31 % of a pretraining step). The process keeps its peak
-//!   heap once reached.
+//! - [`tune_allocator`] (called by the CLI, `bench` and the examples, not by the ops) turns off
+//!   glibc's per-allocation `mmap` and heap trimming, so freed activation buffers are reused
+//!   instead of page-faulted in afresh every step (at the authors' 64×64 setting the kernel's
+//!   page zeroing had been 31 % of a pretraining step). The process keeps its peak heap once
+//!   reached.
 //! - The ops free their output's gradient as soon as their backward has used it (dfdx keeps
 //!   intermediate gradients to the end of the backward pass): a fifth less peak memory, and at
 //!   64×64 ×896 images 1.4× faster (fewer fresh pages).
@@ -52,6 +55,7 @@ pub mod cuda;
 pub mod direct;
 pub mod generic;
 pub mod kernels;
+pub mod matmul;
 
 use dfdx::prelude::*;
 
@@ -68,7 +72,9 @@ pub type ConvWeight<const O: usize, const I: usize, const K: usize, D> =
 /// A per-channel vector (batch-norm weight, bias, running statistics).
 pub type Channels<const C: usize, D> = Tensor<Rank1<C>, f32, D>;
 
-/// Arithmetic of the convolution GEMMs on the CPU ([`set_precision`]).
+/// Arithmetic of the convolution GEMMs on the CPU: a property of a run (`train.precision`),
+/// carried by the backbone ([`crate::models::Backbone::set_precision`]) and applied by its
+/// training forward pass; evaluation is always f32.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -91,48 +97,61 @@ impl Precision {
     }
 }
 
-/// Why [`set_precision`] refused.
+/// Why a precision cannot run in this build.
 #[derive(Debug, thiserror::Error)]
 pub enum PrecisionError {
     #[error("precision bf16 runs on the CPU path only; this build computes on CUDA")]
     NotOnCuda,
 }
 
-/// Sets the convolution arithmetic for this process (every model, every thread); returns the
-/// previous setting. `Bf16` runs on any CPU (the AVX-512 BF16 kernel where the CPU has it, a
-/// portable one, much slower, elsewhere) and is refused in a `cuda` build.
-pub fn set_precision(p: Precision) -> Result<Precision, PrecisionError> {
-    if cfg!(feature = "cuda") && p == Precision::Bf16 {
-        return Err(PrecisionError::NotOnCuda);
-    }
-    let previous = precision();
-    cpu::set_conv_bf16(p == Precision::Bf16);
-    Ok(previous)
-}
-
-/// Sets the convolution arithmetic until the guard is dropped, then restores the previous one
-/// (training runs use this, so evaluation after them computes in f32 again).
-pub fn scoped_precision(p: Precision) -> Result<PrecisionGuard, PrecisionError> {
-    Ok(PrecisionGuard(set_precision(p)?))
-}
-
-/// Restores the convolution arithmetic it holds when dropped ([`scoped_precision`]).
-#[must_use = "the previous precision comes back when the guard is dropped"]
-pub struct PrecisionGuard(Precision);
-
-impl Drop for PrecisionGuard {
-    fn drop(&mut self) {
-        // The held value was in force before, so setting it again cannot be refused.
-        let _ = set_precision(self.0);
+impl Precision {
+    /// Whether this build computes in `self`: `Bf16` runs on any CPU (the AVX-512 BF16 kernel
+    /// where the CPU has it, a portable one, much slower, elsewhere) and is refused in a `cuda`
+    /// build. Runs call this before they create anything.
+    pub fn check_supported(self) -> Result<(), PrecisionError> {
+        if cfg!(feature = "cuda") && self == Precision::Bf16 {
+            return Err(PrecisionError::NotOnCuda);
+        }
+        Ok(())
     }
 }
 
-/// The current convolution arithmetic ([`set_precision`]).
-pub fn precision() -> Precision {
-    if cpu::conv_bf16() {
-        Precision::Bf16
-    } else {
-        Precision::F32
+/// Tunes glibc's allocator for this process's training loop: freed activation buffers are kept
+/// for reuse instead of being returned to the OS and page-faulted in afresh every step. An
+/// explicit call, made once by the programs that train or time steps (the CLI, `bench`,
+/// `benches/`, the examples); a library user decides for their own process. Changes no result,
+/// only speed (and keeps the peak resident set once reached). A no-op off glibc; calling it
+/// again does nothing.
+///
+/// - `M_MMAP_MAX = 0`: no `mmap` per allocation (glibc serves large requests with a fresh
+///   mapping and unmaps it on `free`; above 64 MiB it does so in a thread's arena whatever the
+///   threshold).
+/// - `M_TRIM_THRESHOLD = -1`: never trim the heap top. The previous setting, `i32::MAX` (the
+///   largest positive value `mallopt` takes, 2 GiB), was below what a 64×64 pretraining step
+///   frees at its end (gigabytes), so the heap was trimmed and re-faulted every step.
+///
+/// With the previous settings (mmap threshold 256 MiB, trim 2 GiB), 31 % of the authors'-setting
+/// pretraining step (896 inputs of 64×64) was the kernel's `clear_page`; with these, the step
+/// ran 1.44× faster and steady-state page faults fell to ~5,600 per step (which of the two
+/// settings did it was not isolated). At 32×32 and batch 64 the earlier settings had already
+/// taken a ResNet-32 step from 32 to 109 images/s.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            extern "C" {
+                fn mallopt(param: i32, value: i32) -> i32;
+            }
+            const M_TRIM_THRESHOLD: i32 = -1;
+            const M_MMAP_MAX: i32 = -4;
+            // SAFETY: mallopt only adjusts allocator tunables of glibc, which is the allocator
+            // here (target_env = "gnu"); it is thread-safe and takes plain integers.
+            unsafe {
+                mallopt(M_MMAP_MAX, 0);
+                mallopt(M_TRIM_THRESHOLD, -1);
+            }
+        });
     }
 }
 
@@ -179,7 +198,9 @@ pub fn out_size(input: usize, kernel: usize, stride: usize, padding: usize) -> u
 /// A dfdx device with the crate's ops. `Cpu` overrides every method with the fast path, `Cuda`
 /// with the CUDA path ([`cuda`]); other devices use the defaults, the [`generic`] path.
 pub trait OpsDevice: Device<f32> {
-    /// 2-D convolution, no bias, square kernel `K`, zero padding.
+    /// 2-D convolution, no bias, square kernel `K`, zero padding, in `precision` (`Bf16` runs on
+    /// the CPU path; other devices compute in f32, and a `cuda` build refuses a bf16 run before
+    /// it starts, [`Precision::check_supported`]).
     ///
     /// # Shapes
     /// `x: (B, I, H, W)`, `w: (O, I, K, K)` → `(B, O, (H + 2p − K)/s + 1, (W + 2p − K)/s + 1)`
@@ -188,7 +209,9 @@ pub trait OpsDevice: Device<f32> {
         w: &ConvWeight<O, I, K, Self>,
         stride: usize,
         padding: usize,
+        precision: Precision,
     ) -> Result<Act<O, Self, T>, Self::Err> {
+        let _ = precision;
         generic::conv2d(x, w, stride, padding)
     }
 
@@ -259,8 +282,9 @@ impl OpsDevice for Cpu {
         w: &ConvWeight<O, I, K, Self>,
         stride: usize,
         padding: usize,
+        precision: Precision,
     ) -> Result<Act<O, Self, T>, Self::Err> {
-        cpu::conv2d(x, w, stride, padding)
+        cpu::conv2d(x, w, stride, padding, cpu::ConvRoute::fastest(precision))
     }
     fn batch_norm2d<const C: usize, T: Tape<f32, Self>>(
         x: Act<C, Self, T>,
@@ -300,7 +324,10 @@ impl OpsDevice for Cuda {
         w: &ConvWeight<O, I, K, Self>,
         stride: usize,
         padding: usize,
+        precision: Precision,
     ) -> Result<Act<O, Self, T>, Self::Err> {
+        // f32 always: a bf16 run is refused before it starts (`Precision::check_supported`).
+        let _ = precision;
         cuda::conv2d(x, w, stride, padding)
     }
     fn batch_norm2d<const C: usize, T: Tape<f32, Self>>(
@@ -328,14 +355,15 @@ impl OpsDevice for Cuda {
     }
 }
 
-/// [`OpsDevice::conv2d`] on `x`'s device. See there for shapes.
+/// [`OpsDevice::conv2d`] on `x`'s device, in `precision`. See there for shapes.
 pub fn conv2d<D: OpsDevice, const I: usize, const O: usize, const K: usize, T: Tape<f32, D>>(
     x: Act<I, D, T>,
     w: &ConvWeight<O, I, K, D>,
     stride: usize,
     padding: usize,
+    precision: Precision,
 ) -> Result<Act<O, D, T>, D::Err> {
-    D::conv2d(x, w, stride, padding)
+    D::conv2d(x, w, stride, padding, precision)
 }
 
 /// [`OpsDevice::batch_norm2d`] on `x`'s device. See there for shapes.

@@ -157,18 +157,6 @@ pub fn read_metrics_jsonl(path: &Path, kind: Option<&str>) -> Result<Vec<MetricR
     Ok(rows)
 }
 
-/// Quotes a CSV field when it holds a comma, a quote, a line break or edge whitespace.
-pub(crate) fn quote(field: &str) -> String {
-    let needs = field.contains([',', '"', '\n', '\r'])
-        || field.starts_with(char::is_whitespace)
-        || field.ends_with(char::is_whitespace);
-    if needs {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
-    }
-}
-
 /// One CSV record: the 1-based line where it starts, and its fields.
 type Record = (usize, Vec<String>);
 
@@ -273,7 +261,7 @@ mod tests {
     #[test]
     fn quote_round_trips_through_parse() {
         for s in ["plain", "a,b", "q\"q", " lead", "multi\nline", ""] {
-            let recs = parse_csv(&format!("{},end\n", quote(s))).unwrap();
+            let recs = parse_csv(&format!("{},end\n", crate::files::csv_field(s))).unwrap();
             assert_eq!(recs[0].1, vec![s.to_string(), "end".to_string()]);
         }
     }

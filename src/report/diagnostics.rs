@@ -15,8 +15,8 @@ use super::plots::{
 };
 use super::summary::mean_std;
 use super::{MetricRow, PlotFiles, ReportError, RowKind};
-use crate::data::preview::register_font;
 use crate::eval::Diagnostics;
+use crate::font::register_font;
 use crate::train::metrics::DiagColumns;
 
 /// One charted quantity: title, axis label, and how to read it from an epoch row and from a

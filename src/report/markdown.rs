@@ -298,7 +298,11 @@ fn results_section(
             .cloned()
             .collect();
         let suffix = if groups.len() > 1 {
-            format!("_{}_{}", file_safe(dataset), file_safe(backbone))
+            format!(
+                "_{}_{}",
+                crate::files::slug(dataset),
+                crate::files::slug(backbone)
+            )
         } else {
             String::new()
         };
@@ -321,7 +325,7 @@ fn results_section(
                 &part,
                 key,
                 &title,
-                &plots_dir.join(format!("ablation_{}{suffix}", file_safe(key))),
+                &plots_dir.join(format!("ablation_{}{suffix}", crate::files::slug(key))),
             )?;
             let _ = writeln!(md, "#### Ablation: {key}\n");
             md.push_str(&image_link(dir, &title, &files));
@@ -352,7 +356,7 @@ fn write_summary_csv(path: &Path, summary: &[SummaryRow]) -> Result<(), ReportEr
             format!("{:?}", r.mean),
             format!("{:?}", r.std),
         ];
-        let quoted: Vec<String> = fields.iter().map(|f| super::csv::quote(f)).collect();
+        let quoted: Vec<String> = fields.iter().map(|f| crate::files::csv_field(f)).collect();
         let _ = writeln!(s, "{}", quoted.join(","));
     }
     std::fs::write(path, s).map_err(|e| ReportError::io(path, e))
@@ -456,18 +460,6 @@ fn md_escape(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
-fn file_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,6 +472,6 @@ mod tests {
         assert_eq!(format_duration(f64::NAN), "unknown");
         assert_eq!(code_fence("a = 1"), "```");
         assert_eq!(code_fence("x ```` y"), "`````");
-        assert_eq!(file_safe("sr patches=3"), "sr_patches_3");
+        assert_eq!(crate::files::slug("sr patches=3"), "sr_patches_3");
     }
 }

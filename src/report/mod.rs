@@ -14,7 +14,7 @@
 //! SVG); [`regenerate_from_csv`] rebuilds the tables and accuracy charts from a results CSV alone.
 //!
 //! Charts are drawn with plotters; its text goes through `ab_glyph` with the crate's bundled font
-//! (registered by [`crate::data::preview::register_font`]), so nothing depends on the fonts of the machine.
+//! (registered by [`crate::font::register_font`]), so nothing depends on the fonts of the machine.
 
 mod csv;
 // First: its `render_both!` serves the chart modules after it.

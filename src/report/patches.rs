@@ -11,7 +11,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::plots::{colour, plot_paths, PlotFiles, FAMILY};
 use super::ReportError;
-use crate::data::preview::register_font;
+use crate::font::register_font;
 
 /// One image with the patches sampled from it.
 #[derive(Clone, Debug, PartialEq)]

@@ -10,7 +10,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::summary::{distinct, probe_columns};
 use super::{MetricRow, ReportError, SummaryRow};
-use crate::data::preview::register_font;
+use crate::font::register_font;
 
 /// The two files of one chart.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -76,7 +76,7 @@ impl Plan {
         let path = out.join(PLAN_FILE);
         std::fs::create_dir_all(out).map_err(|e| file_err(out, e))?;
         let text = serde_json::to_vec_pretty(self).expect("a plan serialises");
-        checkpoint::write_atomic(&path, &text).map_err(|e| file_err(&path, e))
+        crate::files::write_atomic(&path, &text).map_err(|e| file_err(&path, e))
     }
 
     /// The job's configuration, validated.
@@ -243,7 +243,7 @@ fn now() -> String {
 
 fn write_attempt(dir: &Path, attempt: &Attempt) -> Result<(), SlurmError> {
     let path = dir.join(ATTEMPT_FILE);
-    checkpoint::write_atomic(
+    crate::files::write_atomic(
         &path,
         &serde_json::to_vec_pretty(attempt).expect("an attempt serialises"),
     )

@@ -7,7 +7,7 @@
 //! - `state.json` — [`TrainState`] with the length and hash of both files.
 //!
 //! Write: files go into `.tmp-step-…`, are fsynced, the directory is renamed into place and the
-//! parent fsynced; then `latest` is replaced the same way. Load: `latest` is followed if its files
+//! parent fsynced; then `latest` is replaced the same way ([`crate::files::write_atomic`]). Load: `latest` is followed if its files
 //! verify, else the newest complete `step-*` that verifies; a torn or partial checkpoint is never
 //! loaded.
 
@@ -17,6 +17,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use dfdx::nn::tensor_collection::TensorCollection;
+use dfdx::prelude::{Device, LoadFromSafetensors};
+
+use crate::files::{fsync_dir, write_atomic};
+use crate::method::{HeadSpec, RelationHead, SslModel};
 use crate::optim::OptimizerState;
 
 /// Everything besides the weights needed to continue a run exactly.
@@ -97,28 +102,76 @@ pub fn file_hash(path: &Path) -> Result<(u64, String), CheckpointError> {
     Ok((n, format!("{h:016x}")))
 }
 
-fn fsync_dir(dir: &Path) {
-    // Directory fsync is best effort: not every filesystem supports it.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+impl From<crate::files::FileError> for CheckpointError {
+    fn from(e: crate::files::FileError) -> Self {
+        CheckpointError::Io {
+            path: e.path,
+            source: e.source,
+        }
     }
 }
 
-/// Write `bytes` to `path` atomically (temp file, fsync, rename, fsync parent).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+/// A backbone and a relation head of shape `spec` with the weights of a checkpoint's
+/// `model.safetensors` (`backbone.…`, `head.…`; every name and shape is checked, so a head of
+/// the wrong shape or another backbone is an error naming the file).
+pub fn load_model<B, D>(
+    backbone: B,
+    spec: HeadSpec,
+    dev: &D,
+    path: &Path,
+) -> Result<SslModel<B, RelationHead<f32, D>>, CheckpointError>
+where
+    B: TensorCollection<f32, D>,
+    D: Device<f32>,
+{
+    let corrupt = |detail: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let head = RelationHead::new(dev, spec)
+        .map_err(|e| corrupt(format!("building the relation head: {e:?}")))?;
+    let mut model = SslModel { backbone, head };
+    model
+        .load_safetensors(path)
+        .map_err(|e| corrupt(format!("cannot load the weights: {e:?}")))?;
+    Ok(model)
+}
+
+/// Build a `B` backbone and the relation head its run trained (from `run_dir/config.toml`), and
+/// load the newest checkpoint of `run_dir` into them (notebook `02-spatial-task`). Fails for an RR
+/// run (its head has one output, no offsets) or a run of another backbone.
+pub fn load_sr_model<B: crate::models::BuildBackbone<crate::Device>>(
+    run_dir: &Path,
+) -> Result<crate::method::inspect::SrModel<B>, CheckpointError> {
+    let cfg_path = run_dir.join("config.toml");
+    let corrupt = |detail: String| CheckpointError::Corrupt {
+        path: cfg_path.clone(),
+        detail,
+    };
+    let cfg = crate::config::Config::from_toml_file(&cfg_path)
+        .and_then(|c| c.check())
+        .map_err(|e| corrupt(e.to_string()))?;
+    if cfg.backbone.name != B::KIND {
+        return Err(corrupt(format!(
+            "the run trained backbone.name = {}, not {}",
+            cfg.backbone.name.name(),
+            B::KIND.name()
+        )));
     }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    fsync_dir(dir);
-    Ok(())
+    if cfg.method.is_rr() {
+        return Err(corrupt(
+            "an RR run (method.patches = 0): its relation head predicts no offsets".into(),
+        ));
+    }
+    let (found, _) = find_latest(run_dir)?;
+    let dev = crate::new_device(0).map_err(|e| corrupt(e.to_string()))?;
+    let backbone = B::build(&dev, 0).map_err(|e| corrupt(format!("{e:?}")))?;
+    load_model(
+        backbone,
+        HeadSpec::from_config(&cfg),
+        &dev,
+        &found.model_path(),
+    )
 }
 
 /// Serialise optimiser state: `SROPT1\n`, a JSON header line with the tensor sizes, then the

@@ -61,6 +61,46 @@ pub struct MetricRow {
     pub diagnostics: DiagColumns,
 }
 
+impl super::checkpoint::WindowSums {
+    /// Adds one step's statistics: `images` source images in `seconds`, `wait` of them waiting
+    /// for data.
+    pub fn add(&mut self, s: &crate::method::StepStats, images: usize, seconds: f64, wait: f64) {
+        self.steps += 1;
+        self.loss += s.loss as f64;
+        self.loss_relation += s.loss_relation as f64;
+        self.loss_distance += s.loss_distance as f64;
+        self.relation_acc += s.relation_acc as f64;
+        self.images += images as f64;
+        self.seconds += seconds;
+        self.wait_seconds += wait;
+    }
+
+    /// The window's averages as a metrics row (no diagnostics).
+    pub fn row(&self, kind: RowKind, step: u64, epoch: f64, skipped: u64) -> MetricRow {
+        let n = self.steps.max(1) as f64;
+        let per_second = |x: f64| {
+            if self.seconds > 0.0 {
+                x / self.seconds
+            } else {
+                0.0
+            }
+        };
+        MetricRow {
+            kind,
+            step,
+            epoch,
+            loss: self.loss / n,
+            loss_relation: self.loss_relation / n,
+            loss_distance: self.loss_distance / n,
+            relation_acc: self.relation_acc / n,
+            img_per_s: per_second(self.images),
+            data_wait: per_second(self.wait_seconds),
+            skipped,
+            diagnostics: Default::default(),
+        }
+    }
+}
+
 /// The diagnostics columns of an epoch row, flat in the JSON object; each is absent (`None`)
 /// where not measured, and a non-finite value (a constant prediction's r) reads back as `None`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -60,6 +60,11 @@ impl Backbone<Cpu> for Toy<f32, Cpu> {
         let h = self.lq.try_forward(q)?.try_add(self.lm.try_forward(m)?)?;
         self.bn.try_forward(h)?.try_relu()
     }
+    // No convolution: the arithmetic is always f32, and a precision changes nothing.
+    fn precision(&self) -> spatial_reasoning::Precision {
+        spatial_reasoning::Precision::F32
+    }
+    fn set_precision(&mut self, _: spatial_reasoning::Precision) {}
 }
 
 /// `n` square images of side `s`, class `i % classes`; class `c` has a distinct mean colour,

@@ -100,6 +100,7 @@ struct Timing {
     size: usize,
     dfdx_cache: bool,
     profile: bool,
+    precision: spatial_reasoning::Precision,
 }
 
 /// What a timed run measured.
@@ -117,6 +118,7 @@ impl BackboneFn<Dev> for Timing {
         if self.dfdx_cache {
             dev.enable_cache();
         }
+        model.set_precision(self.precision);
         let x: Images<Dev> =
             dev.sample_normal_like(&(self.batch, Const::<3>, self.size, self.size));
         let mut opt = Adam::new(
@@ -255,9 +257,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .build_global()?;
     }
     let threads = rayon::current_num_threads();
-    if args.bf16 {
-        spatial_reasoning::set_precision(spatial_reasoning::Precision::Bf16)?;
-    }
+    let precision = if args.bf16 {
+        spatial_reasoning::Precision::Bf16
+    } else {
+        spatial_reasoning::Precision::F32
+    };
+    precision.check_supported()?;
     if (args.tf32 || args.profile) && !cfg!(feature = "cuda") {
         anyhow::bail!("--tf32 and --profile apply to the cuda build only");
     }
@@ -267,7 +272,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return bench_pipeline(&args, threads);
     }
     if args.pretrain {
-        return bench_pretrain(&args, threads);
+        return bench_pretrain(&args, threads, precision);
     }
     let dev = spatial_reasoning::new_device(0)?;
     let timing = Timing {
@@ -279,6 +284,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         size: args.size,
         dfdx_cache: args.dfdx_cache,
         profile: args.profile,
+        precision,
     };
     let m =
         with_backbone(args.backbone, &dev, 0, timing).map_err(|e| anyhow::anyhow!("{e:?}"))??;
@@ -297,7 +303,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "device": spatial_reasoning::device_name(),
             "threads": threads,
             "size": args.size,
-            "precision": spatial_reasoning::precision().name(),
+            "precision": precision.name(),
             "steps": args.steps,
             "img_per_s": ips,
         });
@@ -319,7 +325,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.batch,
             args.size,
             threads,
-            spatial_reasoning::precision().name(),
+            precision.name(),
             math.map(|m| format!(" ({m})")).unwrap_or_default(),
             ips,
             m.peak_gpu_bytes
@@ -378,13 +384,14 @@ fn bench_pipeline(args: &Args, threads: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
+fn bench_pretrain(
+    args: &Args,
+    threads: usize,
+    precision: spatial_reasoning::Precision,
+) -> anyhow::Result<()> {
     use rand::Rng as _;
     use spatial_reasoning::config::Config;
     use spatial_reasoning::train::{self, metrics::RowKind, PretrainOptions, Progress};
-    let p = args
-        .patch_size
-        .unwrap_or_else(|| spatial_reasoning::config::default_patch_size(args.size));
     let total = args.warmup + args.steps;
     let dir = std::env::temp_dir().join(format!("sr-bench-pretrain-{}", std::process::id()));
     let sets = vec![
@@ -396,15 +403,15 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
         format!("backbone.name={}", args.backbone.name()),
         format!("method.views={}", args.views),
         format!("method.patches={}", args.patches),
-        format!("method.patch_size={p}"),
+        format!("method.patch_size={}", args.patch_size.unwrap_or(0)),
         format!("method.alpha={}", if args.patches == 0 { 0.0 } else { 1.0 }),
         format!("train.batch_size={}", args.batch),
         "train.epochs=1".into(),
         "train.log_every=1".into(),
         // time the training step alone
         "diagnostics.enabled=false".into(),
-        // the training loop sets the precision from its config for the run's duration
-        format!("train.precision={}", spatial_reasoning::precision().name()),
+        // the training loop gives the backbone the run's precision
+        format!("train.precision={}", precision.name()),
     ];
     let cfg = Config::default().apply_overrides(&sets)?.check()?;
     // Random images of the requested size (the synthetic generator is 32×32 only).
@@ -484,7 +491,7 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
             "batch": args.batch,
             "views": args.views,
             "patches": args.patches,
-            "patch_size": p,
+            "patch_size": cfg.geometry.patch(),
             "size": args.size,
             "precision": cfg.train.precision.name(),
             "threads": threads,
@@ -508,7 +515,7 @@ fn bench_pretrain(args: &Args, threads: usize) -> anyhow::Result<()> {
             args.batch,
             args.views,
             args.patches,
-            p,
+            cfg.geometry.patch(),
             args.size,
             threads,
             cfg.train.precision.name(),

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use spatial_reasoning::experiment::{self, EvalPlan, JobProgress};
+use spatial_reasoning::eval::EvalPlan;
+use spatial_reasoning::experiment::{self, JobProgress};
 
 use crate::common::init_threads;
 
@@ -56,11 +57,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("--patches {bad}: allowed values are 0, 1, 3, 5, 7, 9");
     }
     probe_patches.dedup();
-    let plan = EvalPlan {
-        linear: args.protocol != ProtocolArg::Knn,
-        knn: args.protocol != ProtocolArg::Linear,
+    let mut plan = EvalPlan {
         probe_patches,
+        ..EvalPlan::from_config(&cfg)
     };
+    if args.protocol == ProtocolArg::Knn {
+        plan.linear = None;
+    }
+    if args.protocol == ProtocolArg::Linear {
+        plan.knn = None;
+    }
     let arm = args
         .arm
         .clone()

@@ -51,6 +51,8 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // Training and timing processes keep freed activation buffers for reuse (see the function).
+    spatial_reasoning::tune_allocator();
     let result = match cli.command {
         Command::Info(a) => info::run(a),
         Command::Data(c) => data::run(c),

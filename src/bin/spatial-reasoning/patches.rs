@@ -7,7 +7,7 @@ use spatial_reasoning::augment::{
     Image, Normalize, PatchAugment, PatchParams, PatchPos, PatchSampler,
 };
 use spatial_reasoning::config::{
-    default_patch_size, resolve_data_root, DataConfig, DatasetKind, OverlapRule, PatchMode,
+    patch_side, resolve_data_root, DataConfig, DatasetKind, OverlapRule, PatchMode,
 };
 use spatial_reasoning::data::{self, Split};
 use spatial_reasoning::rng::{rng_for, Stream};
@@ -63,11 +63,6 @@ const COLOURS: [[u8; 3]; 8] = [
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let s = a.image_size;
-    let p = if a.patch_size == 0 {
-        default_patch_size(s)
-    } else {
-        a.patch_size
-    };
     let overlap = match a.overlap.as_str() {
         "allowed" => OverlapRule::Allowed,
         _ => OverlapRule::Forbidden,
@@ -76,7 +71,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "additive" => PatchMode::Additive,
         _ => PatchMode::Zoom,
     };
-    // Geometry errors come before any output.
+    // Geometry errors come before any output: the patch side as a run's config resolves it
+    // (0 = round(0.375·S)), and the sampler's rule (`config::patch_fit`, as `check` applies it).
+    let p = patch_side(s, a.patch_size);
     let sampler = PatchSampler::square(s, p, a.count, overlap)
         .with_context(|| format!("--image-size {s} --patch-size {p} --count {}", a.count))?;
     let aug = PatchAugment::new(mode, s, p, Normalize::IDENTITY)?;

@@ -45,7 +45,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if cfg.method.is_rr() { "RR" } else { "SR" },
         format_args!(
             "K={} P={} p={} α={}",
-            cfg.method.views, cfg.method.patches, cfg.patch_size, cfg.method.alpha
+            cfg.method.views,
+            cfg.method.patches,
+            cfg.geometry.patch(),
+            cfg.method.alpha
         ),
         out.display()
     );

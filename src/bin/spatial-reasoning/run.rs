@@ -179,7 +179,9 @@ pub fn write_job_report(
         (
             format!(
                 "Sampled patches ({} per image, side {} px, {:?} mode)",
-                cfg.method.patches, cfg.patch_size, cfg.method.patch_mode
+                cfg.method.patches,
+                cfg.geometry.patch(),
+                cfg.method.patch_mode
             ),
             p,
         )
@@ -219,14 +221,10 @@ fn patch_panels(cfg: &spatial_reasoning::config::ValidConfig) -> Option<Vec<Patc
         &cfg.data,
     )
     .ok()?;
-    let sampler = PatchSampler::new(
-        ds.height,
-        ds.width,
-        cfg.patch_size,
-        cfg.method.patches,
-        cfg.method.overlap,
-    )
-    .ok()?;
+    if (ds.height, ds.width) != (cfg.geometry.image(), cfg.geometry.image()) {
+        return None;
+    }
+    let sampler = PatchSampler::for_geometry(&cfg.geometry);
     Some(
         (0..8.min(ds.len()))
             .map(|i| {
@@ -238,7 +236,7 @@ fn patch_panels(cfg: &spatial_reasoning::config::ValidConfig) -> Option<Vec<Patc
                     boxes: sampler
                         .sample(&mut rng)
                         .into_iter()
-                        .map(|p| (p.row, p.col, cfg.patch_size))
+                        .map(|p| (p.row, p.col, cfg.geometry.patch()))
                         .collect(),
                 }
             })

@@ -253,6 +253,21 @@ impl<S: Shape, E: Dtype, D: Device<E>> TensorOptions<S, E, D> {
         }
     }
 
+    /// A tensor of a run-time [Shape] (e.g. `(usize, usize)`), updated with gradients when
+    /// `do_gradient_update`, reset with the fn passed in. (Backport: the other constructors
+    /// need a [ConstShape], so a module with run-time sizes could not be visited.)
+    pub fn with_shape(
+        shape: S,
+        do_gradient_update: bool,
+        reset: fn(&mut Tensor<S, E, D>) -> Result<(), D::Err>,
+    ) -> Self {
+        TensorOptions {
+            do_gradient_update,
+            reset,
+            shape,
+        }
+    }
+
     /// A tensor that should **NOT** be updated with gradients & reset with the fn passed in
     pub fn detached(reset: fn(&mut Tensor<S, E, D>) -> Result<(), D::Err>) -> Self
     where
