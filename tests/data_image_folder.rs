@@ -276,6 +276,42 @@ fn every_bad_file_is_named_at_once() {
     }));
 }
 
+/// CRC-32 (PNG chunks), bitwise.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A PNG whose header claims 2^24 × 2^24 pixels (a valid header, CRC included) is refused with
+/// an error naming the file, instead of aborting the process on a 768 TiB allocation (the
+/// `image_folder` fuzz target found it: `into_decoder` skips the allocation limit).
+#[test]
+fn a_header_claiming_a_huge_image_is_an_error_not_an_abort() {
+    let tmp = TempDir::new("huge");
+    let path = tmp.path().join("huge.png");
+    save(&path, &varied(2, 2, 3));
+    let mut png = std::fs::read(&path).unwrap();
+    // Signature (8), IHDR length (4), "IHDR" (4), width, height, 5 more bytes, then the CRC.
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..20].copy_from_slice(&(1u32 << 24).to_be_bytes());
+    png[20..24].copy_from_slice(&(1u32 << 24).to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(&path, &png).unwrap();
+    let e = image_folder::decode_rgb(&path).unwrap_err().to_string();
+    assert!(e.contains("huge.png") && e.contains("cannot decode"), "{e}");
+}
+
 #[test]
 fn layout_rules() {
     let tmp = TempDir::new("layout");

@@ -504,6 +504,12 @@ pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
         .with_guessed_format()
         .map_err(|e| io_err(path, e))?;
     let mut decoder = reader.into_decoder().map_err(cannot)?;
+    // `into_decoder` applies the dimension limits but, unlike `ImageReader::decode`, not the
+    // allocation limit: a header claiming 16M × 524k pixels would abort the process allocating
+    // its buffer (found by the `image_folder` fuzz target). Reserve it against the default 512 MiB.
+    image::Limits::default()
+        .reserve(decoder.total_bytes())
+        .map_err(cannot)?;
     let orientation = decoder.orientation().map_err(cannot)?;
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(cannot)?;
     img.apply_orientation(orientation);
