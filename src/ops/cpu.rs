@@ -12,15 +12,17 @@
 //!   fused normalise-scale-shift(-ReLU) pass over planes; backward in two fused passes.
 //! - pooling: direct loops, rayon over planes.
 //!
-//! Every op copies its input to the host once (`copy_into`, a memcpy; dfdx keeps `Tensor::data`
-//! private) and builds its output with `tensor_from_vec` (no copy). Backward closures own the input
-//! copy they need and read the output gradient in place: it is moved out of the gradient map,
-//! never copied, and freed when the closure is done (see [`take_grad!`]).
+//! Every op reads its inputs in place ([`data`]: `Tensorlike::data`, public in the vendored dfdx)
+//! and builds its output with `tensor_from_vec` (no copy). Backward closures keep a clone of the
+//! input tensors they need (shared storage, no copy) and read the output gradient in place: it is
+//! moved out of the gradient map, never copied, and freed when the closure is done (see
+//! [`take_grad!`]).
 
 use super::bf16::{self, Mat, PackedB};
 use super::direct::{self, Pad};
 use super::{out_size, Act, BnMode, BnParams, ConvWeight, Pooled, Precision, BN_EPS, BN_MOMENTUM};
 use dfdx::prelude::*;
+use dfdx::tensor::Tensorlike;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -123,10 +125,27 @@ impl ConvRoute {
     }
 }
 
-/// A contiguous host copy of a (contiguous) tensor.
+/// A contiguous host copy of a (contiguous) tensor (the small per-channel vectors).
 fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     let mut v = vec![0.0; t.shape().num_elements()];
     t.copy_into(&mut v);
+    v
+}
+
+/// The storage of a contiguous tensor, read in place ([`Tensorlike::data`], the vendored dfdx's
+/// backport): no copy. Backward closures keep a clone of the tensor (which shares the storage)
+/// instead of a host copy of its values.
+///
+/// # Panics
+/// If the storage does not hold exactly the tensor's elements (the ops make their inputs
+/// contiguous first, so it always does).
+pub(crate) fn data<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> &[f32] {
+    let v: &[f32] = t.data().expect("a tensor has storage");
+    assert_eq!(
+        v.len(),
+        t.shape().num_elements(),
+        "op input is not a contiguous tensor"
+    );
     v
 }
 
@@ -449,7 +468,7 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
         ho: out_size(h, K, stride, padding),
         wo: out_size(wd, K, stride, padding),
     };
-    let xv = host(&x);
+    let xv = data(&x);
     let wv = host(w);
     let (ckk, opl, iml) = (g.ckk(), g.out_plane(), g.in_image());
     // The direct kernel for 3×3 "same" convolutions (weights packed once per call: forward,
@@ -502,7 +521,9 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
     let y = x.device().tensor_from_vec(yv, (b, Const::<O>, g.ho, g.wo));
     if <T as Tape<f32, Cpu>>::OWNS_TAPE {
         let (xg, wg, yg) = (x.ghost(), w.ghost(), y.ghost());
+        let xk = x.clone();
         tape.add_backward_op(move |grads| {
+            let xv = data(&xk);
             let gy = take_grad!(grads, &yg);
             let gx = grads.get_or_alloc_mut(&xg)?;
             // Fixed chunks of images per task, partial sums added in chunk order: the weight
@@ -675,7 +696,7 @@ pub fn batch_norm2d<const C: usize, T: Tape<f32, Cpu>>(
     let (b, _, h, w) = *x.shape();
     let hw = h * w;
     let m = b * hw;
-    let xv = host(&x);
+    let xv = data(&x);
     let gamma = host(bn.weight);
     let beta = host(bn.bias);
     let (mean, invstd): (Vec<f32>, Vec<f32>) = match mode {
@@ -684,7 +705,7 @@ pub fn batch_norm2d<const C: usize, T: Tape<f32, Cpu>>(
                 m > 1,
                 "batch-norm in training mode needs more than one value per channel (got {m})"
             );
-            let stats = channel_stats(&xv, C, hw);
+            let stats = channel_stats(xv, C, hw);
             let mut rm = host(bn.running_mean);
             let mut rv = host(bn.running_var);
             let mom = BN_MOMENTUM as f64;
@@ -726,7 +747,9 @@ pub fn batch_norm2d<const C: usize, T: Tape<f32, Cpu>>(
     let y = x.device().tensor_from_vec(yv, (b, Const::<C>, h, w));
     if <T as Tape<f32, Cpu>>::OWNS_TAPE {
         let (xg, wg, bg, yg) = (x.ghost(), bn.weight.ghost(), bn.bias.ghost(), y.ghost());
+        let xk = x.clone();
         tape.add_backward_op(move |grads| {
+            let xv = data(&xk);
             let gy = take_grad!(grads, &yg);
             // dy' = dy masked by the ReLU (y > 0), recomputed from x.
             // dy' = dy masked by the ReLU (pre-activation x·a + c > 0), recomputed from x.
@@ -801,7 +824,7 @@ fn pool2x2<const C: usize, T: Tape<f32, Cpu>>(
     let (x, mut tape) = x.split_tape();
     let (b, _, h, w) = *x.shape();
     let (ho, wo) = (out_size(h, 2, 2, 0), out_size(w, 2, 2, 0));
-    let xv = host(&x);
+    let xv = data(&x);
     let mut yv = vec![0.0f32; b * C * ho * wo];
     let mut arg: Vec<u8> = if max { vec![0u8; yv.len()] } else { Vec::new() };
     let planes = yv.par_chunks_mut(ho * wo).zip(xv.par_chunks(h * w));
@@ -834,7 +857,6 @@ fn pool2x2<const C: usize, T: Tape<f32, Cpu>>(
             }
         });
     }
-    drop(xv);
     let y = x.device().tensor_from_vec(yv, (b, Const::<C>, ho, wo));
     if <T as Tape<f32, Cpu>>::OWNS_TAPE {
         let (xg, yg) = (x.ghost(), y.ghost());
@@ -902,12 +924,11 @@ pub fn global_avg_pool<const C: usize, T: Tape<f32, Cpu>>(
     let (b, _, h, w) = *x.shape();
     let hw = h * w;
     assert!(hw > 0, "global average pooling of an empty plane");
-    let xv = host(&x);
+    let xv = data(&x);
     let yv: Vec<f32> = xv
         .par_chunks(hw)
         .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
         .collect();
-    drop(xv);
     let y = x.device().tensor_from_vec(yv, (b, Const::<C>));
     if <T as Tape<f32, Cpu>>::OWNS_TAPE {
         let (xg, yg) = (x.ghost(), y.ghost());
@@ -941,24 +962,24 @@ pub fn add_relu<const C: usize, T: Tape<f32, Cpu>>(
     let (a, ta) = a.try_contiguous()?.split_tape();
     let (b, tb) = b.try_contiguous()?.split_tape();
     let mut tape = ta.merge(tb);
-    let mut yv = host(&a);
-    let bv = host(&b);
+    let (av, bv) = (data(&a), data(&b));
+    let mut yv = vec![0.0f32; av.len()];
     // Chunks of CH elements = CH / 64 mask words; CH is a multiple of 64.
     const CH: usize = 1 << 14;
     const WORDS: usize = CH / 64;
     let owns = <T as Tape<f32, Cpu>>::OWNS_TAPE;
     let mut mask: Vec<u64> = vec![0; if owns { yv.len().div_ceil(64) } else { 0 }];
-    let relu = |y: &mut [f32], b: &[f32]| {
+    let relu = |y: &mut [f32], a: &[f32], b: &[f32]| {
         y.iter_mut()
-            .zip(b)
-            .for_each(|(y, &b)| *y = (*y + b).max(0.0));
+            .zip(a.iter().zip(b))
+            .for_each(|(y, (&a, &b))| *y = (a + b).max(0.0));
     };
     if owns {
         yv.par_chunks_mut(CH)
-            .zip(bv.par_chunks(CH))
+            .zip(av.par_chunks(CH).zip(bv.par_chunks(CH)))
             .zip(mask.par_chunks_mut(WORDS))
-            .for_each(|((y, b), m)| {
-                relu(y, b);
+            .for_each(|((y, (a, b)), m)| {
+                relu(y, a, b);
                 for (word, y64) in m.iter_mut().zip(y.chunks(64)) {
                     *word = y64
                         .iter()
@@ -968,10 +989,9 @@ pub fn add_relu<const C: usize, T: Tape<f32, Cpu>>(
             });
     } else {
         yv.par_chunks_mut(CH)
-            .zip(bv.par_chunks(CH))
-            .for_each(|(y, b)| relu(y, b));
+            .zip(av.par_chunks(CH).zip(bv.par_chunks(CH)))
+            .for_each(|(y, (a, b))| relu(y, a, b));
     }
-    drop(bv);
     let y = a.device().tensor_from_vec(yv, *a.shape());
     if owns {
         let (ag, bg, yg) = (a.ghost(), b.ghost(), y.ghost());
