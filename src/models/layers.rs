@@ -2,7 +2,7 @@
 //! Each is a dfdx [`TensorCollection`], so save/load and optimisers see readable names
 //! (`conv.weight`, `bn.running_mean`, …) with PyTorch's shapes.
 
-use crate::ops::{self, Act, BnMode, BnParams, OpsDevice, Precision};
+use crate::ops::{self, Act, BnMode, BnParams, ConvBnParams, OpsDevice, Precision};
 use crate::rng::Rng;
 use dfdx::prelude::*;
 use rand_distr::{Distribution, Normal};
@@ -127,6 +127,16 @@ impl<const C: usize, D: Device<f32>> BatchNorm<C, f32, D> {
 }
 
 impl<const C: usize, D: OpsDevice> BatchNorm<C, f32, D> {
+    /// The parameters borrowed for one op call.
+    pub fn params(&mut self) -> BnParams<'_, C, D> {
+        BnParams {
+            weight: &self.weight,
+            bias: &self.bias,
+            running_mean: &mut self.running_mean,
+            running_var: &mut self.running_var,
+        }
+    }
+
     /// Batch-norm (then ReLU if `relu`). In [`BnMode::Train`] the running statistics are updated.
     ///
     /// # Shapes
@@ -137,13 +147,7 @@ impl<const C: usize, D: OpsDevice> BatchNorm<C, f32, D> {
         mode: BnMode,
         relu: bool,
     ) -> Result<Act<C, D, T>, D::Err> {
-        let bn = BnParams {
-            weight: &self.weight,
-            bias: &self.bias,
-            running_mean: &mut self.running_mean,
-            running_var: &mut self.running_var,
-        };
-        ops::batch_norm2d(x, bn, mode, relu)
+        ops::batch_norm2d(x, self.params(), mode, relu)
     }
 }
 
@@ -217,7 +221,16 @@ impl<const I: usize, const O: usize, const K: usize, const S: usize, D: Device<f
 impl<const I: usize, const O: usize, const K: usize, const S: usize, D: OpsDevice>
     ConvBn<I, O, K, S, f32, D>
 {
-    /// conv → BN (→ ReLU if `relu`, fused into the BN op).
+    /// The convolution and its batch-norm borrowed for one fused op call.
+    pub fn params(&mut self) -> ConvBnParams<'_, I, O, K, D> {
+        ConvBnParams {
+            weight: &self.conv.weight,
+            stride: S,
+            bn: self.bn.params(),
+        }
+    }
+
+    /// conv → BN (→ ReLU if `relu`) as one op ([`ops::conv_bn`]).
     ///
     /// # Shapes
     /// `(B, I, H, W)` → `(B, O, H', W')`
@@ -227,8 +240,7 @@ impl<const I: usize, const O: usize, const K: usize, const S: usize, D: OpsDevic
         pass: Pass,
         relu: bool,
     ) -> Result<Act<O, D, T>, D::Err> {
-        let y = self.conv.forward(x, pass.precision)?;
-        self.bn.forward(y, pass.bn, relu)
+        ops::conv_bn(x, self.params(), pass.bn, relu, pass.precision)
     }
 }
 

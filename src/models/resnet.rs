@@ -7,7 +7,7 @@
 
 use super::layers::{BatchNorm, Conv2d, ConvBn, Pass};
 use super::{Backbone, Features, Images};
-use crate::ops::{self, Act, OpsDevice, Precision};
+use crate::ops::{self, Act, ConvBnParams, OpsDevice, Precision};
 use crate::rng::{rng_for, Rng, Stream};
 use dfdx::prelude::*;
 
@@ -37,15 +37,17 @@ impl<const C: usize, D: OpsDevice> BasicBlock<C, f32, D> {
         x: Act<C, D, T>,
         pass: Pass,
     ) -> Result<Act<C, D, T>, D::Err> {
-        let y = self.bn1.forward(
-            self.conv1.forward(x.with_empty_tape(), pass.precision)?,
-            pass.bn,
-            true,
-        )?;
-        let y = self
-            .bn2
-            .forward(self.conv2.forward(y, pass.precision)?, pass.bn, false)?;
-        ops::add_relu(y, x)
+        let conv1 = ConvBnParams {
+            weight: &self.conv1.weight,
+            stride: 1,
+            bn: self.bn1.params(),
+        };
+        let conv2 = ConvBnParams {
+            weight: &self.conv2.weight,
+            stride: 1,
+            bn: self.bn2.params(),
+        };
+        ops::basic_block(x, conv1, conv2, pass.bn, pass.precision)
     }
 }
 
@@ -100,16 +102,18 @@ impl<const I: usize, const O: usize, D: OpsDevice> DownBlock<I, O, f32, D> {
         x: Act<I, D, T>,
         pass: Pass,
     ) -> Result<Act<O, D, T>, D::Err> {
-        let y = self.bn1.forward(
-            self.conv1.forward(x.with_empty_tape(), pass.precision)?,
-            pass.bn,
-            true,
-        )?;
-        let y = self
-            .bn2
-            .forward(self.conv2.forward(y, pass.precision)?, pass.bn, false)?;
-        let s = self.shortcut.forward(x, pass, false)?;
-        ops::add_relu(y, s)
+        let conv1 = ConvBnParams {
+            weight: &self.conv1.weight,
+            stride: 2,
+            bn: self.bn1.params(),
+        };
+        let conv2 = ConvBnParams {
+            weight: &self.conv2.weight,
+            stride: 1,
+            bn: self.bn2.params(),
+        };
+        let shortcut = self.shortcut.params();
+        ops::down_block(x, conv1, conv2, shortcut, pass.bn, pass.precision)
     }
 }
 

@@ -12,29 +12,29 @@
 //!   fused normalise-scale-shift(-ReLU) pass over planes; backward in two fused passes.
 //! - pooling: direct loops, rayon over planes.
 //!
-//! Every op copies its input to the host once (`copy_into`, a memcpy; dfdx keeps `Tensor::data`
-//! private) and builds its output with `tensor_from_vec` (no copy). Backward closures own the input
-//! copy they need and read the output gradient in place: it is moved out of the gradient map,
-//! never copied, and freed when the closure is done (see [`take_grad!`]).
+//! Every op reads its inputs in place ([`data`]: `Tensorlike::data`, public in the vendored dfdx)
+//! and builds its output with `tensor_from_vec` (no copy). Backward closures keep a clone of the
+//! input tensors they need (shared storage, no copy) and read the output gradient in place: it is
+//! moved out of the gradient map, never copied, and freed when the closure is done (see
+//! [`take_grad!`]).
 
 use super::bf16::{self, Mat, PackedB};
 use super::direct::{self, Pad};
 use super::{out_size, Act, BnMode, BnParams, ConvWeight, Pooled, Precision, BN_EPS, BN_MOMENTUM};
 use dfdx::prelude::*;
+use dfdx::tensor::Tensorlike;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-type Err = <Cpu as HasErr>::Err;
+pub(crate) type Err = <Cpu as HasErr>::Err;
+
+/// Scratch buffers per thread: 0–3 for the convolutions ([`ConvPlan`]), 4–7 for the fused ops
+/// ([`super::fused`]).
+const SCRATCH_SLOTS: usize = 8;
 
 thread_local! {
-    static SCRATCH: [RefCell<Vec<f32>>; 4] = const {
-        [
-            RefCell::new(Vec::new()),
-            RefCell::new(Vec::new()),
-            RefCell::new(Vec::new()),
-            RefCell::new(Vec::new()),
-        ]
-    };
+    static SCRATCH: [RefCell<Vec<f32>>; SCRATCH_SLOTS] =
+        const { [const { RefCell::new(Vec::new()) }; SCRATCH_SLOTS] };
 }
 
 thread_local! {
@@ -42,9 +42,9 @@ thread_local! {
     static BF16_COLS: RefCell<PackedB> = RefCell::new(PackedB::default());
 }
 
-/// Runs `f` with this thread's scratch buffer number `i` (0..4) of length `len` (contents
-/// unspecified).
-fn with_scratch<R>(i: usize, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+/// Runs `f` with this thread's scratch buffer number `i` (0..8) of length `len` (contents
+/// unspecified). Nested calls must use different slots.
+pub(crate) fn with_scratch<R>(i: usize, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|s| {
         let mut s = s[i].borrow_mut();
         if s.len() < len {
@@ -106,7 +106,7 @@ impl ConvRoute {
         }
     }
 
-    fn bf16(&self) -> bool {
+    pub(crate) fn bf16(&self) -> bool {
         self.precision == Precision::Bf16
     }
 
@@ -123,10 +123,27 @@ impl ConvRoute {
     }
 }
 
-/// A contiguous host copy of a (contiguous) tensor.
-fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+/// A contiguous host copy of a (contiguous) tensor (the small per-channel vectors).
+pub(crate) fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     let mut v = vec![0.0; t.shape().num_elements()];
     t.copy_into(&mut v);
+    v
+}
+
+/// The storage of a contiguous tensor, read in place ([`Tensorlike::data`], the vendored dfdx's
+/// backport): no copy. Backward closures keep a clone of the tensor (which shares the storage)
+/// instead of a host copy of its values.
+///
+/// # Panics
+/// If the storage does not hold exactly the tensor's elements (the ops make their inputs
+/// contiguous first, so it always does).
+pub(crate) fn data<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> &[f32] {
+    let v: &[f32] = t.data().expect("a tensor has storage");
+    assert_eq!(
+        v.len(),
+        t.shape().num_elements(),
+        "op input is not a contiguous tensor"
+    );
     v
 }
 
@@ -148,9 +165,11 @@ macro_rules! take_grad {
     };
 }
 
+pub(crate) use take_grad;
+
 /// Frees an output gradient taken with [`take_grad!`] (see there).
 #[inline]
-fn release_grad(g: Vec<f32>) -> Result<(), Err> {
+pub(crate) fn release_grad(g: Vec<f32>) -> Result<(), Err> {
     drop(g);
     Ok(())
 }
@@ -425,6 +444,223 @@ fn direct_conv_image(
     });
 }
 
+/// Images per task of a convolution's backward pass: each task accumulates the weight gradient
+/// of its images, and the partial sums are added in task order, so the weight gradient never
+/// depends on how rayon schedules the tasks (runs are reproducible at any thread count).
+pub(crate) const CHUNK: usize = 8;
+
+/// One convolution of one call, image by image: geometry, weights (packed once per call for
+/// the direct kernel or the bf16 products) and route. [`conv2d`] runs its images through it,
+/// and so do the fused ops ([`super::fused`]), so both compute the same arithmetic.
+pub(crate) struct ConvPlan {
+    g: Geo,
+    /// Output channels.
+    o: usize,
+    route: ConvRoute,
+    /// The weight `(O, C, K, K)`, row-major.
+    wv: Vec<f32>,
+    /// The direct kernel's geometry and weights (forward; flipped and transposed for the input
+    /// gradient), where the route and geometry take it.
+    direct: Option<(Pad, direct::Weights, direct::Weights)>,
+    /// bf16 GEMM operands off the direct route: `Wᵀ` (`ckk × O`) for the output, `W`
+    /// (`O × ckk`) for the input gradient.
+    packed: Option<(PackedB, PackedB)>,
+}
+
+impl ConvPlan {
+    /// A `k × k` convolution of `c` input planes of `h × w` into `o` output planes, stride `s`,
+    /// zero padding `p`, weights `wv` `(o, c, k, k)`.
+    pub(crate) fn new(
+        (c, h, w): (usize, usize, usize),
+        (o, k, s, p): (usize, usize, usize, usize),
+        wv: Vec<f32>,
+        route: ConvRoute,
+    ) -> Self {
+        assert_eq!(wv.len(), o * c * k * k, "conv weight has the wrong length");
+        let g = Geo {
+            c,
+            h,
+            w,
+            k,
+            s,
+            p,
+            ho: out_size(h, k, s, p),
+            wo: out_size(w, k, s, p),
+        };
+        let bf16 = route.bf16();
+        let ckk = g.ckk();
+        // The direct kernel for 3×3 "same" convolutions; im2col + gemm otherwise.
+        let direct = route.use_direct(&g).then(|| {
+            (
+                Pad::new(h, w),
+                direct::Weights::pack(&wv, o, c, false, bf16),
+                direct::Weights::pack(&wv, o, c, true, bf16),
+            )
+        });
+        let kernel = route.bf16_kernel;
+        let packed = (bf16 && direct.is_none()).then(|| {
+            (
+                PackedB::new(kernel, ckk, o, Mat::new(&wv, 1, ckk)),
+                PackedB::new(kernel, o, ckk, Mat::new(&wv, ckk, 1)),
+            )
+        });
+        Self {
+            g,
+            o,
+            route,
+            wv,
+            direct,
+            packed,
+        }
+    }
+
+    /// Output size `(ho, wo)`.
+    pub(crate) fn out_hw(&self) -> (usize, usize) {
+        (self.g.ho, self.g.wo)
+    }
+
+    /// Floats of one input image, `c·h·w`.
+    pub(crate) fn in_image(&self) -> usize {
+        self.g.in_image()
+    }
+
+    /// Floats of one output image, `o·ho·wo`.
+    pub(crate) fn out_image(&self) -> usize {
+        self.o * self.g.out_plane()
+    }
+
+    /// `y_n = conv(x_n)` for one image.
+    pub(crate) fn forward_image(&self, x_n: &[f32], y_n: &mut [f32]) {
+        let (g, o) = (&self.g, self.o);
+        let (ckk, opl) = (g.ckk(), g.out_plane());
+        if let Some((pad, wf, _)) = &self.direct {
+            direct_conv_image(pad, (g.c, o), x_n, wf, y_n, false);
+            return;
+        }
+        with_scratch_a(ckk * opl, |cols| {
+            im2col(g, x_n, cols, opl);
+            if let Some((wt, _)) = &self.packed {
+                // y_n (opl × O, column-major) = colsᵀ (opl × ckk) · Wᵀ
+                let kernel = self.route.bf16_kernel;
+                bf16::matmul(kernel, opl, y_n, opl, false, Mat::new(cols, 1, opl), wt);
+                return;
+            }
+            assert!(y_n.len() >= o * opl && self.wv.len() >= o * ckk);
+            // y_nᵀ (opl × O) = colsᵀ (opl × ckk) · Wᵀ (ckk × O); y_nᵀ[i][o] = y_n[o·opl + i]
+            // SAFETY: `y_n` holds O·opl floats (checked), `cols` (scratch of ckk·opl) and `wv`
+            // (O·ckk, checked) cover every element the strides reach, and `y_n` is a unique
+            // borrow.
+            unsafe {
+                matmul(
+                    (opl, o, ckk),
+                    view(y_n.as_mut_ptr(), 1, opl),
+                    false,
+                    view(cols.as_ptr(), 1, opl),
+                    view(self.wv.as_ptr(), 1, ckk),
+                )
+            }
+        });
+    }
+
+    /// `dwt += ` one image's weight gradient, transposed (`ckk × O`, row-major): `x_n` is the
+    /// image the convolution read, `gy_n` its output gradient.
+    pub(crate) fn weight_grad_image(&self, x_n: &[f32], gy_n: &[f32], dwt: &mut [f32]) {
+        let (g, o) = (&self.g, self.o);
+        let (ckk, opl) = (g.ckk(), g.out_plane());
+        assert!(dwt.len() >= ckk * o && gy_n.len() >= o * opl);
+        if self.route.bf16() {
+            // dWᵀ (ckk × O row-major = O × ckk column-major) += gy_n (O × opl) · colsᵀ
+            // (opl × ckk); the image is rounded to bf16 once and the column matrix built from
+            // it in place, as packed pairs
+            let kernel = self.route.bf16_kernel;
+            BF16_COLS.with(|pb| {
+                let mut pb = pb.borrow_mut();
+                bf16::with_bf16(kernel, x_n, |x16| {
+                    pb.fill_rows(opl, ckk, |rows, ld| im2col(g, x16, rows, ld))
+                });
+                let a = Mat::new(gy_n, opl, 1);
+                bf16::matmul(kernel, o, dwt, o, true, a, &pb);
+            });
+            return;
+        }
+        with_scratch_a(ckk * opl, |cols| {
+            im2col(g, x_n, cols, opl);
+            // dWᵀ (ckk × O) += cols (ckk × opl) · gy_nᵀ (opl × O), on both routes. (Stored
+            // row-major, gemm transposes it to m = O; stored column-major, i.e. as dW, the step
+            // ran at 0.68×; dW = gy_n · colsᵀ row-major was ~30× slower in gemm 0.19; two direct
+            // AVX-512 kernels were slower too, see BENCHMARKS.md.)
+            // SAFETY: `dwt` holds ckk·O floats and `gy_n` O·opl (checked above), `cols` is
+            // scratch of ckk·opl: every strided access is inside, and `dwt` is a unique borrow.
+            unsafe {
+                matmul(
+                    (ckk, o, opl),
+                    view(dwt.as_mut_ptr(), o, 1),
+                    true,
+                    view(cols.as_ptr(), opl, 1),
+                    view(gy_n.as_ptr(), 1, opl),
+                )
+            }
+        });
+    }
+
+    /// One image's input gradient from its output gradient `gy_n`: written to `gx_n`
+    /// (`add = false`) or added into it (`add = true`).
+    pub(crate) fn input_grad_image(&self, gy_n: &[f32], gx_n: &mut [f32], add: bool) {
+        let (g, o) = (&self.g, self.o);
+        let (ckk, opl) = (g.ckk(), g.out_plane());
+        if let Some((pad, _, wb)) = &self.direct {
+            // dx (+)= the same convolution of gy, weights flipped, transposed
+            direct_conv_image(pad, (o, g.c), gy_n, wb, gx_n, add);
+            return;
+        }
+        if !add {
+            gx_n[..g.in_image()].fill(0.0);
+        }
+        with_scratch_b(ckk * opl, |dcols| {
+            if let Some((_, wn)) = &self.packed {
+                // dcols (ckk × opl) = (gy_nᵀ (opl × O) · W)ᵀ
+                let a = Mat::new(gy_n, 1, opl);
+                bf16::matmul(self.route.bf16_kernel, opl, dcols, opl, false, a, wn);
+                col2im_add(g, dcols, gx_n);
+                return;
+            }
+            assert!(gy_n.len() >= o * opl && self.wv.len() >= o * ckk);
+            // dcolsᵀ (opl × ckk) = gy_nᵀ (opl × O) · W (O × ckk)
+            // SAFETY: `dcols` is this thread's scratch of ckk·opl floats, `gy_n` holds O·opl and
+            // `wv` O·ckk (checked): every access is inside.
+            unsafe {
+                matmul(
+                    (opl, ckk, o),
+                    view(dcols.as_mut_ptr(), 1, opl),
+                    false,
+                    view(gy_n.as_ptr(), 1, opl),
+                    view(self.wv.as_ptr(), ckk, 1),
+                )
+            }
+            col2im_add(g, dcols, gx_n);
+        });
+    }
+
+    /// A zeroed weight-gradient accumulator for [`ConvPlan::weight_grad_image`] (`ckk × O`).
+    pub(crate) fn new_dwt(&self) -> Vec<f32> {
+        vec![0.0f32; self.g.ckk() * self.o]
+    }
+
+    /// `gw (O, C, K, K) += Σ partials` (each `ckk × O`), added in the given order.
+    pub(crate) fn finish_weight_grad(&self, partials: &[Vec<f32>], gw: &mut [f32]) {
+        let (ckk, o) = (self.g.ckk(), self.o);
+        let mut dwt = vec![0.0f32; ckk * o];
+        for part in partials {
+            dwt.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+        }
+        for oc in 0..o {
+            for j in 0..ckk {
+                gw[oc * ckk + j] += dwt[j * o + oc];
+            }
+        }
+    }
+}
+
 /// Fast CPU [`super::OpsDevice::conv2d`], on `route` (the model path: [`ConvRoute::fastest`]).
 ///
 /// # Shapes
@@ -439,160 +675,41 @@ pub fn conv2d<const I: usize, const O: usize, const K: usize, T: Tape<f32, Cpu>>
     let x = x.try_contiguous()?;
     let (x, mut tape) = x.split_tape();
     let (b, _, h, wd) = *x.shape();
-    let g = Geo {
-        c: I,
-        h,
-        w: wd,
-        k: K,
-        s: stride,
-        p: padding,
-        ho: out_size(h, K, stride, padding),
-        wo: out_size(wd, K, stride, padding),
-    };
-    let xv = host(&x);
-    let wv = host(w);
-    let (ckk, opl, iml) = (g.ckk(), g.out_plane(), g.in_image());
-    // The direct kernel for 3×3 "same" convolutions (weights packed once per call: forward,
-    // and flipped/transposed for the input gradient); im2col + gemm otherwise.
-    let bf16 = route.bf16();
-    let kernel = route.bf16_kernel;
-    let direct = route.use_direct(&g).then(|| {
-        (
-            Pad::new(h, wd),
-            direct::Weights::pack(&wv, O, I, false, bf16),
-            direct::Weights::pack(&wv, O, I, true, bf16),
-        )
-    });
-    // bf16 GEMMs: weights packed once per call, for the forward product (B = Wᵀ, ckk × O) and
-    // the input gradient (B = W, O × ckk)
-    let packed = (bf16 && direct.is_none()).then(|| {
-        (
-            PackedB::new(kernel, ckk, O, Mat::new(&wv, 1, ckk)),
-            PackedB::new(kernel, O, ckk, Mat::new(&wv, ckk, 1)),
-        )
-    });
-    let mut yv = vec![0.0f32; b * O * opl];
-    yv.par_chunks_mut(O * opl).enumerate().for_each(|(n, y_n)| {
-        let x_n = &xv[n * iml..][..iml];
-        if let Some((pad, wf, _)) = &direct {
-            direct_conv_image(pad, (I, O), x_n, wf, y_n, false);
-            return;
-        }
-        with_scratch_a(ckk * opl, |cols| {
-            im2col(&g, x_n, cols, opl);
-            if let Some((wt, _)) = &packed {
-                // y_n (opl × O, column-major) = colsᵀ (opl × ckk) · Wᵀ
-                bf16::matmul(kernel, opl, y_n, opl, false, Mat::new(cols, 1, opl), wt);
-                return;
-            }
-            // y_nᵀ (opl × O) = colsᵀ (opl × ckk) · Wᵀ (ckk × O); y_nᵀ[i][o] = y_n[o·opl + i]
-            // SAFETY: `y_n` holds O·opl floats, `cols` (scratch of ckk·opl) and `wv` (O·ckk)
-            // cover every element the strides reach, and `y_n` is this task's own chunk.
-            unsafe {
-                matmul(
-                    (opl, O, ckk),
-                    view(y_n.as_mut_ptr(), 1, opl),
-                    false,
-                    view(cols.as_ptr(), 1, opl),
-                    view(wv.as_ptr(), 1, ckk),
-                )
-            }
-        });
-    });
-    let y = x.device().tensor_from_vec(yv, (b, Const::<O>, g.ho, g.wo));
+    let plan = ConvPlan::new((I, h, wd), (O, K, stride, padding), host(w), route);
+    let xv = data(&x);
+    let (iml, oml) = (plan.in_image(), plan.out_image());
+    let (ho, wo) = plan.out_hw();
+    let mut yv = vec![0.0f32; b * oml];
+    yv.par_chunks_mut(oml)
+        .zip(xv.par_chunks(iml))
+        .for_each(|(y_n, x_n)| plan.forward_image(x_n, y_n));
+    let y = x.device().tensor_from_vec(yv, (b, Const::<O>, ho, wo));
     if <T as Tape<f32, Cpu>>::OWNS_TAPE {
         let (xg, wg, yg) = (x.ghost(), w.ghost(), y.ghost());
+        let xk = x.clone();
         tape.add_backward_op(move |grads| {
+            let xv = data(&xk);
             let gy = take_grad!(grads, &yg);
             let gx = grads.get_or_alloc_mut(&xg)?;
-            // Fixed chunks of images per task, partial sums added in chunk order: the weight
-            // gradient never depends on how rayon schedules the tasks (runs are reproducible).
-            const CHUNK: usize = 8;
             let partials: Vec<Vec<f32>> = gx
                 .par_chunks_mut(iml * CHUNK)
-                .zip(gy.par_chunks(O * opl * CHUNK))
-                .enumerate()
-                .map(|(c, (gx_c, gy_c))| {
-                    let mut dwt = vec![0.0f32; ckk * O];
-                    for (j, (gx_n, gy_n)) in
-                        gx_c.chunks_mut(iml).zip(gy_c.chunks(O * opl)).enumerate()
+                .zip(gy.par_chunks(oml * CHUNK))
+                .zip(xv.par_chunks(iml * CHUNK))
+                .map(|((gx_c, gy_c), x_c)| {
+                    let mut dwt = plan.new_dwt();
+                    for ((gx_n, gy_n), x_n) in gx_c
+                        .chunks_mut(iml)
+                        .zip(gy_c.chunks(oml))
+                        .zip(x_c.chunks(iml))
                     {
-                        let n = c * CHUNK + j;
-                        let x_n = &xv[n * iml..][..iml];
-                        if bf16 {
-                            // dWᵀ (ckk × O row-major = O × ckk column-major) += gy_n
-                            // (O × opl) · colsᵀ (opl × ckk); the image is rounded to bf16 once
-                            // and the column matrix built from it in place, as packed pairs
-                            BF16_COLS.with(|pb| {
-                                let mut pb = pb.borrow_mut();
-                                bf16::with_bf16(kernel, x_n, |x16| {
-                                    pb.fill_rows(opl, ckk, |rows, ld| im2col(&g, x16, rows, ld))
-                                });
-                                let a = Mat::new(gy_n, opl, 1);
-                                bf16::matmul(kernel, O, &mut dwt, O, true, a, &pb);
-                            });
-                        } else {
-                            with_scratch_a(ckk * opl, |cols| {
-                                im2col(&g, x_n, cols, opl);
-                                // dWᵀ (ckk × O) += cols (ckk × opl) · gy_nᵀ (opl × O), on both
-                                // routes. (Stored row-major, gemm transposes it to m = O; stored
-                                // column-major, i.e. as dW, the step ran at 0.68×; dW = gy_n · colsᵀ
-                                // row-major was ~30× slower in gemm 0.19; two direct AVX-512
-                                // kernels were slower too, see BENCHMARKS.md.)
-                                // SAFETY: `dwt` holds ckk·O floats (this task's own), `cols`
-                                // ckk·opl and `gy_n` O·opl: every strided access is inside.
-                                unsafe {
-                                    matmul(
-                                        (ckk, O, opl),
-                                        view(dwt.as_mut_ptr(), O, 1),
-                                        true,
-                                        view(cols.as_ptr(), opl, 1),
-                                        view(gy_n.as_ptr(), 1, opl),
-                                    )
-                                }
-                            });
-                        }
-                        if let Some((pad, _, wb)) = &direct {
-                            // dx += the same convolution of gy, weights flipped, transposed
-                            direct_conv_image(pad, (O, I), gy_n, wb, gx_n, true);
-                        } else {
-                            with_scratch_b(ckk * opl, |dcols| {
-                                if let Some((_, wn)) = &packed {
-                                    // dcols (ckk × opl) = (gy_nᵀ (opl × O) · W)ᵀ
-                                    let a = Mat::new(gy_n, 1, opl);
-                                    bf16::matmul(kernel, opl, dcols, opl, false, a, wn);
-                                    col2im_add(&g, dcols, gx_n);
-                                    return;
-                                }
-                                // dcolsᵀ (opl × ckk) = gy_nᵀ (opl × O) · W (O × ckk)
-                                // SAFETY: `dcols` is this thread's scratch of ckk·opl floats,
-                                // `gy_n` holds O·opl and `wv` O·ckk: every access is inside.
-                                unsafe {
-                                    matmul(
-                                        (opl, ckk, O),
-                                        view(dcols.as_mut_ptr(), 1, opl),
-                                        false,
-                                        view(gy_n.as_ptr(), 1, opl),
-                                        view(wv.as_ptr(), ckk, 1),
-                                    )
-                                }
-                                col2im_add(&g, dcols, gx_n);
-                            });
-                        }
+                        plan.weight_grad_image(x_n, gy_n, &mut dwt);
+                        plan.input_grad_image(gy_n, gx_n, true);
                     }
                     dwt
                 })
                 .collect();
-            let mut dwt = vec![0.0f32; ckk * O];
-            for part in &partials {
-                dwt.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-            }
             let gw = grads.get_or_alloc_mut(&wg)?;
-            for o in 0..O {
-                for j in 0..ckk {
-                    gw[o * ckk + j] += dwt[j * O + o];
-                }
-            }
+            plan.finish_weight_grad(&partials, gw);
             release_grad(gy)
         });
     }
@@ -627,37 +744,247 @@ fn sum2(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64
     )
 }
 
-/// Per-channel `(mean, biased variance)` of a contiguous NCHW buffer, in one pass over memory:
-/// each plane's sum and its squared deviations from its own mean (the second read hits the
-/// L1-resident plane), then the planes combined exactly in f64 (Chan et al.:
-/// `M2 = Σ M2ₚ + Σ nₚ·(meanₚ − mean)²`). (A mean-then-deviations pair of passes over the whole
-/// channel read every activation twice from memory.)
-fn channel_stats(xv: &[f32], c: usize, hw: usize) -> Vec<(f64, f64)> {
-    let b = xv.len() / (c * hw);
+/// `(Σ x, M2)` of one plane: its sum and its squared deviations from its own mean (two reads
+/// of the plane, the second from cache). [`combine_stats`] combines planes into channels.
+#[inline]
+pub(crate) fn plane_stats(p: &[f32]) -> (f64, f64) {
+    let hw = p.len();
+    let sum = sum2(p, p, |x, _| (x, 0.0)).0;
+    let mp = (sum / hw as f64) as f32;
+    let m2 = sum2(p, p, |x, _| ((x - mp) * (x - mp), 0.0)).0;
+    // Deviations were taken from the f32-rounded plane mean `mp`: correct M2 to the exact plane
+    // mean (Σ(x − mp)² = M2ₚ + hw·(mean_p − mp)²).
+    let exact = sum / hw as f64;
+    (sum, m2 - hw as f64 * (exact - mp as f64).powi(2))
+}
+
+/// Per-channel `(mean, biased variance)` from the [`plane_stats`] of every plane of an NCHW
+/// batch (`planes[n·c + ch]`), combined exactly in f64 (Chan et al.:
+/// `M2 = Σ M2ₚ + Σ nₚ·(meanₚ − mean)²`), images in order.
+pub(crate) fn combine_stats(planes: &[(f64, f64)], c: usize, hw: usize) -> Vec<(f64, f64)> {
+    let b = planes.len() / c;
     let m = (b * hw) as f64;
     (0..c)
-        .into_par_iter()
         .map(|ch| {
-            let per_plane: Vec<(f64, f64)> = (0..b)
-                .map(|n| {
-                    let p = &xv[(n * c + ch) * hw..][..hw];
-                    let sum = sum2(p, p, |x, _| (x, 0.0)).0;
-                    let mp = (sum / hw as f64) as f32;
-                    let m2 = sum2(p, p, |x, _| ((x - mp) * (x - mp), 0.0)).0;
-                    // Deviations were taken from the f32-rounded plane mean `mp`: correct M2 to
-                    // the exact plane mean (Σ(x − mp)² = M2ₚ + hw·(mean_p − mp)²).
-                    let exact = sum / hw as f64;
-                    (sum, m2 - hw as f64 * (exact - mp as f64).powi(2))
-                })
-                .collect();
-            let mean = per_plane.iter().map(|p| p.0).sum::<f64>() / m;
+            let per_plane = (0..b).map(|n| planes[n * c + ch]);
+            let mean = per_plane.clone().map(|p| p.0).sum::<f64>() / m;
             let m2: f64 = per_plane
-                .iter()
-                .map(|&(sum, m2p)| m2p + hw as f64 * (sum / hw as f64 - mean).powi(2))
+                .map(|(sum, m2p)| m2p + hw as f64 * (sum / hw as f64 - mean).powi(2))
                 .sum();
             (mean, (m2 / m).max(0.0))
         })
         .collect()
+}
+
+/// Per-channel `(mean, biased variance)` of a contiguous NCHW buffer, in one pass over memory
+/// ([`plane_stats`] of each plane, rayon over planes, then [`combine_stats`]). (A
+/// mean-then-deviations pair of passes over the whole channel read every activation twice from
+/// memory.)
+fn channel_stats(xv: &[f32], c: usize, hw: usize) -> Vec<(f64, f64)> {
+    let planes: Vec<(f64, f64)> = xv.par_chunks(hw).map(plane_stats).collect();
+    combine_stats(&planes, c, hw)
+}
+
+/// One batch-norm layer's per-channel affine map on the host, `y = x·a + c` (then ReLU where
+/// asked), with what its backward pass needs.
+#[derive(Clone, Debug)]
+pub(crate) struct BnAffine {
+    pub(crate) mode: BnMode,
+    /// Values per channel the statistics cover (`B·H·W`).
+    m: usize,
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    gamma: Vec<f32>,
+    /// `γ·invstd`
+    pub(crate) a: Vec<f32>,
+    /// `β − mean·a`
+    pub(crate) c: Vec<f32>,
+}
+
+impl BnAffine {
+    /// The map of `bn` for a batch of `b` images of `hw` pixels: in [`BnMode::Train`] from the
+    /// batch's per-channel `(mean, biased variance)` `stats` (the running statistics are updated
+    /// with [`BN_MOMENTUM`] and the unbiased variance); in [`BnMode::Eval`] from the running
+    /// statistics (`stats` unused).
+    ///
+    /// # Panics
+    /// In training mode, if a channel has a single value (`b·hw ≤ 1`).
+    pub(crate) fn new<const C: usize>(
+        bn: BnParams<'_, C, Cpu>,
+        mode: BnMode,
+        stats: impl FnOnce() -> Vec<(f64, f64)>,
+        b: usize,
+        hw: usize,
+    ) -> Self {
+        let m = b * hw;
+        let gamma = host(bn.weight);
+        let beta = host(bn.bias);
+        let (mean, invstd): (Vec<f32>, Vec<f32>) = match mode {
+            BnMode::Train => {
+                assert!(
+                    m > 1,
+                    "batch-norm in training mode needs more than one value per channel (got {m})"
+                );
+                let stats = stats();
+                let mut rm = host(bn.running_mean);
+                let mut rv = host(bn.running_var);
+                let mom = BN_MOMENTUM as f64;
+                for (ch, &(mu, var)) in stats.iter().enumerate() {
+                    rm[ch] = ((1.0 - mom) * rm[ch] as f64 + mom * mu) as f32;
+                    rv[ch] = ((1.0 - mom) * rv[ch] as f64 + mom * var * m as f64 / (m as f64 - 1.0))
+                        as f32;
+                }
+                bn.running_mean.copy_from(&rm);
+                bn.running_var.copy_from(&rv);
+                stats
+                    .iter()
+                    .map(|&(mu, var)| (mu as f32, (1.0 / (var + BN_EPS as f64).sqrt()) as f32))
+                    .unzip()
+            }
+            BnMode::Eval => {
+                let rm = host(bn.running_mean);
+                let rv = host(bn.running_var);
+                (rm, rv.iter().map(|&v| 1.0 / (v + BN_EPS).sqrt()).collect())
+            }
+        };
+        // y = x·a + c with a = γ·invstd, c = β − mean·a
+        let a: Vec<f32> = (0..C).map(|ch| gamma[ch] * invstd[ch]).collect();
+        let c: Vec<f32> = (0..C).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
+        Self {
+            mode,
+            m,
+            mean,
+            invstd,
+            gamma,
+            a,
+            c,
+        }
+    }
+
+    /// `y = x·a + c` (then ReLU) over one plane of channel `ch`.
+    #[inline]
+    pub(crate) fn apply(&self, ch: usize, relu: bool, x: &[f32], y: &mut [f32]) {
+        let (a, c) = (self.a[ch], self.c[ch]);
+        if relu {
+            y.iter_mut()
+                .zip(x)
+                .for_each(|(y, &x)| *y = (x * a + c).max(0.0));
+        } else {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + c);
+        }
+    }
+
+    /// One plane's backward sums `(Σ dy', Σ dy'·x)` of channel `ch`, where `dy'` is `dy` masked
+    /// by the ReLU (pre-activation `x·a + c > 0`, recomputed from `x`) when `relu`.
+    #[inline]
+    pub(crate) fn plane_sums(&self, ch: usize, relu: bool, x: &[f32], dy: &[f32]) -> (f64, f64) {
+        if relu {
+            let (ac, ccc) = (self.a[ch], self.c[ch]);
+            sum2(x, dy, |x, dy| {
+                let d = if x * ac + ccc > 0.0 { dy } else { 0.0 };
+                (d, d * x)
+            })
+        } else {
+            sum2(x, dy, |x, dy| (dy, dy * x))
+        }
+    }
+
+    /// The backward pass's per-channel terms from every plane's [`BnAffine::plane_sums`]
+    /// (`planes[n·C + ch]`, added images in order): the gradients of γ and β, and the
+    /// coefficients of the input gradient ([`BnGrad::apply`]).
+    pub(crate) fn grad(&self, planes: &[(f64, f64)]) -> BnGrad {
+        let c = self.a.len();
+        let b = planes.len() / c;
+        let m = self.m as f64;
+        let mut g = BnGrad {
+            dgamma: Vec::with_capacity(c),
+            dbeta: Vec::with_capacity(c),
+            k: Vec::with_capacity(c),
+            c0: Vec::with_capacity(c),
+            c1: Vec::with_capacity(c),
+            a: self.a.clone(),
+            c: self.c.clone(),
+        };
+        for ch in 0..c {
+            // Per channel: Σ dy' and Σ dy'·x̂ = invstd·(Σ dy'·x − mean·Σ dy').
+            let (mut s1, mut sx) = (0.0f64, 0.0f64);
+            for n in 0..b {
+                let (p1, px) = planes[n * c + ch];
+                s1 += p1;
+                sx += px;
+            }
+            let (mu, is) = (self.mean[ch], self.invstd[ch]);
+            let sxh = is as f64 * (sx - mu as f64 * s1);
+            let k = self.gamma[ch] * is;
+            // gx = k·(dy' − m1 − x̂·m2) = k·dy' + (k·(mu·is·m2 − m1)) − (k·is·m2)·x
+            let (m1, m2) = match self.mode {
+                BnMode::Train => ((s1 / m) as f32, (sxh / m) as f32),
+                BnMode::Eval => (0.0, 0.0),
+            };
+            g.dgamma.push(sxh as f32);
+            g.dbeta.push(s1 as f32);
+            g.k.push(k);
+            g.c0.push(k * (mu * is * m2 - m1));
+            g.c1.push(k * is * m2);
+        }
+        g
+    }
+}
+
+/// A batch-norm layer's backward terms per channel ([`BnAffine::grad`]).
+pub(crate) struct BnGrad {
+    pub(crate) dgamma: Vec<f32>,
+    pub(crate) dbeta: Vec<f32>,
+    k: Vec<f32>,
+    c0: Vec<f32>,
+    c1: Vec<f32>,
+    a: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl BnGrad {
+    /// The input gradient over one plane of channel `ch`: `gx (+)= k·dy' + c0 − c1·x`, with `dy'`
+    /// masked by the ReLU when `relu`; written (`add = false`) or added (`add = true`).
+    #[inline]
+    pub(crate) fn apply(
+        &self,
+        ch: usize,
+        relu: bool,
+        x: &[f32],
+        dy: &[f32],
+        gx: &mut [f32],
+        add: bool,
+    ) {
+        let (k, c0, c1) = (self.k[ch], self.c0[ch], self.c1[ch]);
+        let (ac, ccc) = (self.a[ch], self.c[ch]);
+        let it = gx.iter_mut().zip(x).zip(dy);
+        match (relu, add) {
+            (true, true) => it.for_each(|((g, &x), &dy)| {
+                let d = if x * ac + ccc > 0.0 { dy } else { 0.0 };
+                *g += k * d + c0 - c1 * x;
+            }),
+            (true, false) => it.for_each(|((g, &x), &dy)| {
+                let d = if x * ac + ccc > 0.0 { dy } else { 0.0 };
+                *g = k * d + c0 - c1 * x;
+            }),
+            (false, true) => it.for_each(|((g, &x), &dy)| *g += k * dy + c0 - c1 * x),
+            (false, false) => it.for_each(|((g, &x), &dy)| *g = k * dy + c0 - c1 * x),
+        }
+    }
+
+    /// Adds dγ and dβ to the gradients of the layer's weight (`wg`) and bias (`bg`).
+    pub(crate) fn add_param_grads<S: Shape>(
+        &self,
+        grads: &mut Gradients<f32, Cpu>,
+        wg: &impl Tensorlike<S, f32, Cpu>,
+        bg: &impl Tensorlike<S, f32, Cpu>,
+    ) -> Result<(), Err> {
+        let gw = grads.get_or_alloc_mut(wg)?;
+        gw.iter_mut().zip(&self.dgamma).for_each(|(g, d)| *g += d);
+        let gb = grads.get_or_alloc_mut(bg)?;
+        gb.iter_mut().zip(&self.dbeta).for_each(|(g, d)| *g += d);
+        Ok(())
+    }
 }
 
 /// Fast CPU [`super::OpsDevice::batch_norm2d`], with ReLU fused when `relu`.
@@ -674,117 +1001,34 @@ pub fn batch_norm2d<const C: usize, T: Tape<f32, Cpu>>(
     let (x, mut tape) = x.split_tape();
     let (b, _, h, w) = *x.shape();
     let hw = h * w;
-    let m = b * hw;
-    let xv = host(&x);
-    let gamma = host(bn.weight);
-    let beta = host(bn.bias);
-    let (mean, invstd): (Vec<f32>, Vec<f32>) = match mode {
-        BnMode::Train => {
-            assert!(
-                m > 1,
-                "batch-norm in training mode needs more than one value per channel (got {m})"
-            );
-            let stats = channel_stats(&xv, C, hw);
-            let mut rm = host(bn.running_mean);
-            let mut rv = host(bn.running_var);
-            let mom = BN_MOMENTUM as f64;
-            for (ch, &(mu, var)) in stats.iter().enumerate() {
-                rm[ch] = ((1.0 - mom) * rm[ch] as f64 + mom * mu) as f32;
-                rv[ch] =
-                    ((1.0 - mom) * rv[ch] as f64 + mom * var * m as f64 / (m as f64 - 1.0)) as f32;
-            }
-            bn.running_mean.copy_from(&rm);
-            bn.running_var.copy_from(&rv);
-            stats
-                .iter()
-                .map(|&(mu, var)| (mu as f32, (1.0 / (var + BN_EPS as f64).sqrt()) as f32))
-                .unzip()
-        }
-        BnMode::Eval => {
-            let rm = host(bn.running_mean);
-            let rv = host(bn.running_var);
-            (rm, rv.iter().map(|&v| 1.0 / (v + BN_EPS).sqrt()).collect())
-        }
-    };
-    // y = x·a + c with a = γ·invstd, c = β − mean·a
-    let a: Vec<f32> = (0..C).map(|ch| gamma[ch] * invstd[ch]).collect();
-    let cc: Vec<f32> = (0..C).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
+    let (wg, bg) = (bn.weight.ghost(), bn.bias.ghost());
+    let xv = data(&x);
+    let bn = BnAffine::new(bn, mode, || channel_stats(xv, C, hw), b, hw);
     let mut yv = vec![0.0f32; xv.len()];
     yv.par_chunks_mut(hw)
         .zip(xv.par_chunks(hw))
         .enumerate()
-        .for_each(|(i, (y, x))| {
-            let (a, c) = (a[i % C], cc[i % C]);
-            if relu {
-                y.iter_mut()
-                    .zip(x)
-                    .for_each(|(y, &x)| *y = (x * a + c).max(0.0));
-            } else {
-                y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + c);
-            }
-        });
+        .for_each(|(i, (y, x))| bn.apply(i % C, relu, x, y));
     let y = x.device().tensor_from_vec(yv, (b, Const::<C>, h, w));
     if <T as Tape<f32, Cpu>>::OWNS_TAPE {
-        let (xg, wg, bg, yg) = (x.ghost(), bn.weight.ghost(), bn.bias.ghost(), y.ghost());
+        let (xg, yg) = (x.ghost(), y.ghost());
+        let xk = x.clone();
         tape.add_backward_op(move |grads| {
+            let xv = data(&xk);
             let gy = take_grad!(grads, &yg);
-            // dy' = dy masked by the ReLU (y > 0), recomputed from x.
-            // dy' = dy masked by the ReLU (pre-activation x·a + c > 0), recomputed from x.
-            // Per channel: Σ dy' and Σ dy'·x̂ = invstd·(Σ dy'·x − mean·Σ dy').
-            let sums: Vec<(f64, f64)> = (0..C)
-                .into_par_iter()
-                .map(|ch| {
-                    let (ac, ccc) = (a[ch], cc[ch]);
-                    let (mut s1, mut sx) = (0.0f64, 0.0f64);
-                    for n in 0..b {
-                        let off = (n * C + ch) * hw;
-                        let (xs, dys) = (&xv[off..off + hw], &gy[off..off + hw]);
-                        let (p1, px) = if relu {
-                            sum2(xs, dys, |x, dy| {
-                                let d = if x * ac + ccc > 0.0 { dy } else { 0.0 };
-                                (d, d * x)
-                            })
-                        } else {
-                            sum2(xs, dys, |x, dy| (dy, dy * x))
-                        };
-                        s1 += p1;
-                        sx += px;
-                    }
-                    (s1, invstd[ch] as f64 * (sx - mean[ch] as f64 * s1))
-                })
+            let planes: Vec<(f64, f64)> = xv
+                .par_chunks(hw)
+                .zip(gy.par_chunks(hw))
+                .enumerate()
+                .map(|(i, (x, dy))| bn.plane_sums(i % C, relu, x, dy))
                 .collect();
+            let g = bn.grad(&planes);
             let gx = grads.get_or_alloc_mut(&xg)?;
-            gx.par_chunks_mut(hw).enumerate().for_each(|(i, gx)| {
-                let ch = i % C;
-                let off = i * hw;
-                let (mu, is, k) = (mean[ch], invstd[ch], gamma[ch] * invstd[ch]);
-                let (ac, ccc) = (a[ch], cc[ch]);
-                let xs = &xv[off..off + hw];
-                let dys = &gy[off..off + hw];
-                // gx += k·(dy' − m1 − x̂·m2) = k·dy' + (k·(mu·is·m2 − m1)) − (k·is·m2)·x
-                let (m1, m2) = match mode {
-                    BnMode::Train => (
-                        (sums[ch].0 / m as f64) as f32,
-                        (sums[ch].1 / m as f64) as f32,
-                    ),
-                    BnMode::Eval => (0.0, 0.0),
-                };
-                let (c0, c1) = (k * (mu * is * m2 - m1), k * is * m2);
-                if relu {
-                    for ((g, &x), &dy) in gx.iter_mut().zip(xs).zip(dys) {
-                        let d = if x * ac + ccc > 0.0 { dy } else { 0.0 };
-                        *g += k * d + c0 - c1 * x;
-                    }
-                } else {
-                    for ((g, &x), &dy) in gx.iter_mut().zip(xs).zip(dys) {
-                        *g += k * dy + c0 - c1 * x;
-                    }
-                }
-            });
-            let gw = grads.get_or_alloc_mut(&wg)?;
-            gw.iter_mut().zip(&sums).for_each(|(g, s)| *g += s.1 as f32);
-            let gb = grads.get_or_alloc_mut(&bg)?;
-            gb.iter_mut().zip(&sums).for_each(|(g, s)| *g += s.0 as f32);
+            gx.par_chunks_mut(hw)
+                .zip(xv.par_chunks(hw).zip(gy.par_chunks(hw)))
+                .enumerate()
+                .for_each(|(i, (gx, (x, dy)))| g.apply(i % C, relu, x, dy, gx, true));
+            g.add_param_grads(grads, &wg, &bg)?;
             release_grad(gy)
         });
     }
@@ -801,7 +1045,7 @@ fn pool2x2<const C: usize, T: Tape<f32, Cpu>>(
     let (x, mut tape) = x.split_tape();
     let (b, _, h, w) = *x.shape();
     let (ho, wo) = (out_size(h, 2, 2, 0), out_size(w, 2, 2, 0));
-    let xv = host(&x);
+    let xv = data(&x);
     let mut yv = vec![0.0f32; b * C * ho * wo];
     let mut arg: Vec<u8> = if max { vec![0u8; yv.len()] } else { Vec::new() };
     let planes = yv.par_chunks_mut(ho * wo).zip(xv.par_chunks(h * w));
@@ -834,7 +1078,6 @@ fn pool2x2<const C: usize, T: Tape<f32, Cpu>>(
             }
         });
     }
-    drop(xv);
     let y = x.device().tensor_from_vec(yv, (b, Const::<C>, ho, wo));
     if <T as Tape<f32, Cpu>>::OWNS_TAPE {
         let (xg, yg) = (x.ghost(), y.ghost());
@@ -902,12 +1145,11 @@ pub fn global_avg_pool<const C: usize, T: Tape<f32, Cpu>>(
     let (b, _, h, w) = *x.shape();
     let hw = h * w;
     assert!(hw > 0, "global average pooling of an empty plane");
-    let xv = host(&x);
+    let xv = data(&x);
     let yv: Vec<f32> = xv
         .par_chunks(hw)
         .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
         .collect();
-    drop(xv);
     let y = x.device().tensor_from_vec(yv, (b, Const::<C>));
     if <T as Tape<f32, Cpu>>::OWNS_TAPE {
         let (xg, yg) = (x.ghost(), y.ghost());
@@ -941,24 +1183,24 @@ pub fn add_relu<const C: usize, T: Tape<f32, Cpu>>(
     let (a, ta) = a.try_contiguous()?.split_tape();
     let (b, tb) = b.try_contiguous()?.split_tape();
     let mut tape = ta.merge(tb);
-    let mut yv = host(&a);
-    let bv = host(&b);
+    let (av, bv) = (data(&a), data(&b));
+    let mut yv = vec![0.0f32; av.len()];
     // Chunks of CH elements = CH / 64 mask words; CH is a multiple of 64.
     const CH: usize = 1 << 14;
     const WORDS: usize = CH / 64;
     let owns = <T as Tape<f32, Cpu>>::OWNS_TAPE;
     let mut mask: Vec<u64> = vec![0; if owns { yv.len().div_ceil(64) } else { 0 }];
-    let relu = |y: &mut [f32], b: &[f32]| {
+    let relu = |y: &mut [f32], a: &[f32], b: &[f32]| {
         y.iter_mut()
-            .zip(b)
-            .for_each(|(y, &b)| *y = (*y + b).max(0.0));
+            .zip(a.iter().zip(b))
+            .for_each(|(y, (&a, &b))| *y = (a + b).max(0.0));
     };
     if owns {
         yv.par_chunks_mut(CH)
-            .zip(bv.par_chunks(CH))
+            .zip(av.par_chunks(CH).zip(bv.par_chunks(CH)))
             .zip(mask.par_chunks_mut(WORDS))
-            .for_each(|((y, b), m)| {
-                relu(y, b);
+            .for_each(|((y, (a, b)), m)| {
+                relu(y, a, b);
                 for (word, y64) in m.iter_mut().zip(y.chunks(64)) {
                     *word = y64
                         .iter()
@@ -968,10 +1210,9 @@ pub fn add_relu<const C: usize, T: Tape<f32, Cpu>>(
             });
     } else {
         yv.par_chunks_mut(CH)
-            .zip(bv.par_chunks(CH))
-            .for_each(|(y, b)| relu(y, b));
+            .zip(av.par_chunks(CH).zip(bv.par_chunks(CH)))
+            .for_each(|(y, (a, b))| relu(y, a, b));
     }
-    drop(bv);
     let y = a.device().tensor_from_vec(yv, *a.shape());
     if owns {
         let (ag, bg, yg) = (a.ghost(), b.ghost(), y.ghost());

@@ -53,6 +53,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod direct;
+pub mod fused;
 pub mod generic;
 pub mod kernels;
 pub mod matmul;
@@ -182,6 +183,16 @@ pub struct BnParams<'a, const C: usize, D: Storage<f32>> {
     pub running_var: &'a mut Channels<C, D>,
 }
 
+/// A convolution without bias (zero padding `K / 2`) and the batch-norm after it, borrowed for
+/// one forward call: the unit the fused ops ([`OpsDevice::conv_bn`], [`OpsDevice::basic_block`],
+/// [`OpsDevice::down_block`]) take.
+pub struct ConvBnParams<'a, const I: usize, const O: usize, const K: usize, D: Storage<f32>> {
+    /// `(O, I, K, K)`.
+    pub weight: &'a ConvWeight<O, I, K, D>,
+    pub stride: usize,
+    pub bn: BnParams<'a, O, D>,
+}
+
 /// Output size of a convolution or pooling window along one axis.
 ///
 /// # Panics
@@ -268,6 +279,68 @@ pub trait OpsDevice: Device<f32> {
     ) -> Result<Pooled<C, Self, T>, Self::Err> {
         generic::global_avg_pool(x)
     }
+
+    /// Convolution (no bias, padding `K / 2`) then batch-norm, then ReLU if `relu`. By default
+    /// [`OpsDevice::conv2d`] then [`OpsDevice::batch_norm2d`]; the CPU fuses them
+    /// ([`fused::conv_bn`]).
+    ///
+    /// # Shapes
+    /// `x: (B, I, H, W)` → `(B, O, (H − 1)/s + 1, (W − 1)/s + 1)` (K odd)
+    fn conv_bn<const I: usize, const O: usize, const K: usize, T: Tape<f32, Self>>(
+        x: Act<I, Self, T>,
+        layer: ConvBnParams<'_, I, O, K, Self>,
+        mode: BnMode,
+        relu: bool,
+        precision: Precision,
+    ) -> Result<Act<O, Self, T>, Self::Err> {
+        let y = Self::conv2d(x, layer.weight, layer.stride, K / 2, precision)?;
+        Self::batch_norm2d(y, layer.bn, mode, relu)
+    }
+
+    /// A residual block with an identity shortcut:
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + x)`, both convolutions 3×3 (stride 1). By
+    /// default [`OpsDevice::conv_bn`] twice and [`OpsDevice::add_relu`]; the CPU runs the block
+    /// as one op ([`fused::basic_block`]).
+    ///
+    /// # Shapes
+    /// `(B, C, H, W)` → `(B, C, H, W)`
+    fn basic_block<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+        conv1: ConvBnParams<'_, C, C, 3, Self>,
+        conv2: ConvBnParams<'_, C, C, 3, Self>,
+        mode: BnMode,
+        precision: Precision,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        let y = Self::conv_bn(x.with_empty_tape(), conv1, mode, true, precision)?;
+        let y = Self::conv_bn(y, conv2, mode, false, precision)?;
+        Self::add_relu(y, x)
+    }
+
+    /// A residual block with a projection shortcut:
+    /// `relu(bn2(conv2(relu(bn1(conv1(x))))) + bn_s(conv_s(x)))`, `conv1` 3×3 and the shortcut
+    /// `conv_s` 1×1 with the same stride, `conv2` 3×3 stride 1. By default
+    /// [`OpsDevice::conv_bn`] three times and [`OpsDevice::add_relu`]; the CPU runs the block
+    /// as one op ([`fused::down_block`]).
+    ///
+    /// # Shapes
+    /// `(B, I, H, W)` → `(B, O, (H − 1)/s + 1, (W − 1)/s + 1)`
+    fn down_block<const I: usize, const O: usize, T: Tape<f32, Self>>(
+        x: Act<I, Self, T>,
+        conv1: ConvBnParams<'_, I, O, 3, Self>,
+        conv2: ConvBnParams<'_, O, O, 3, Self>,
+        shortcut: ConvBnParams<'_, I, O, 1, Self>,
+        mode: BnMode,
+        precision: Precision,
+    ) -> Result<Act<O, Self, T>, Self::Err> {
+        assert_eq!(
+            conv1.stride, shortcut.stride,
+            "down_block: the shortcut's stride differs from conv1's"
+        );
+        let y = Self::conv_bn(x.with_empty_tape(), conv1, mode, true, precision)?;
+        let y = Self::conv_bn(y, conv2, mode, false, precision)?;
+        let s = Self::conv_bn(x, shortcut, mode, false, precision)?;
+        Self::add_relu(y, s)
+    }
 }
 
 impl OpsDevice for Cpu {
@@ -308,6 +381,35 @@ impl OpsDevice for Cpu {
         x: Act<C, Self, T>,
     ) -> Result<Pooled<C, Self, T>, Self::Err> {
         cpu::global_avg_pool(x)
+    }
+    fn conv_bn<const I: usize, const O: usize, const K: usize, T: Tape<f32, Self>>(
+        x: Act<I, Self, T>,
+        layer: ConvBnParams<'_, I, O, K, Self>,
+        mode: BnMode,
+        relu: bool,
+        precision: Precision,
+    ) -> Result<Act<O, Self, T>, Self::Err> {
+        fused::conv_bn(x, layer, mode, relu, cpu::ConvRoute::fastest(precision))
+    }
+    fn basic_block<const C: usize, T: Tape<f32, Self>>(
+        x: Act<C, Self, T>,
+        conv1: ConvBnParams<'_, C, C, 3, Self>,
+        conv2: ConvBnParams<'_, C, C, 3, Self>,
+        mode: BnMode,
+        precision: Precision,
+    ) -> Result<Act<C, Self, T>, Self::Err> {
+        fused::basic_block(x, conv1, conv2, mode, cpu::ConvRoute::fastest(precision))
+    }
+    fn down_block<const I: usize, const O: usize, T: Tape<f32, Self>>(
+        x: Act<I, Self, T>,
+        conv1: ConvBnParams<'_, I, O, 3, Self>,
+        conv2: ConvBnParams<'_, O, O, 3, Self>,
+        shortcut: ConvBnParams<'_, I, O, 1, Self>,
+        mode: BnMode,
+        precision: Precision,
+    ) -> Result<Act<O, Self, T>, Self::Err> {
+        let route = cpu::ConvRoute::fastest(precision);
+        fused::down_block(x, conv1, conv2, shortcut, mode, route)
     }
 }
 
@@ -403,4 +505,38 @@ pub fn add_relu<D: OpsDevice, const C: usize, T: Tape<f32, D>>(
     b: Act<C, D, T>,
 ) -> Result<Act<C, D, T>, D::Err> {
     D::add_relu(a, b)
+}
+
+/// [`OpsDevice::conv_bn`] on `x`'s device. See there for shapes.
+pub fn conv_bn<D: OpsDevice, const I: usize, const O: usize, const K: usize, T: Tape<f32, D>>(
+    x: Act<I, D, T>,
+    layer: ConvBnParams<'_, I, O, K, D>,
+    mode: BnMode,
+    relu: bool,
+    precision: Precision,
+) -> Result<Act<O, D, T>, D::Err> {
+    D::conv_bn(x, layer, mode, relu, precision)
+}
+
+/// [`OpsDevice::basic_block`] on `x`'s device. See there for shapes.
+pub fn basic_block<D: OpsDevice, const C: usize, T: Tape<f32, D>>(
+    x: Act<C, D, T>,
+    conv1: ConvBnParams<'_, C, C, 3, D>,
+    conv2: ConvBnParams<'_, C, C, 3, D>,
+    mode: BnMode,
+    precision: Precision,
+) -> Result<Act<C, D, T>, D::Err> {
+    D::basic_block(x, conv1, conv2, mode, precision)
+}
+
+/// [`OpsDevice::down_block`] on `x`'s device. See there for shapes.
+pub fn down_block<D: OpsDevice, const I: usize, const O: usize, T: Tape<f32, D>>(
+    x: Act<I, D, T>,
+    conv1: ConvBnParams<'_, I, O, 3, D>,
+    conv2: ConvBnParams<'_, O, O, 3, D>,
+    shortcut: ConvBnParams<'_, I, O, 1, D>,
+    mode: BnMode,
+    precision: Precision,
+) -> Result<Act<O, D, T>, D::Err> {
+    D::down_block(x, conv1, conv2, shortcut, mode, precision)
 }
