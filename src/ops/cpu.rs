@@ -748,6 +748,15 @@ fn sum2(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64
 /// of the plane, the second from cache). [`combine_stats`] combines planes into channels.
 #[inline]
 pub(crate) fn plane_stats(p: &[f32]) -> (f64, f64) {
+    super::simd::wide(
+        #[inline(always)]
+        || plane_stats_base(p),
+    )
+}
+
+/// [`plane_stats`] for the target the caller is compiled for.
+#[inline(always)]
+pub(crate) fn plane_stats_base(p: &[f32]) -> (f64, f64) {
     let hw = p.len();
     let sum = sum2(p, p, |x, _| (x, 0.0)).0;
     let mp = (sum / hw as f64) as f32;
@@ -861,9 +870,38 @@ impl BnAffine {
         }
     }
 
+    /// A map from given per-channel `γ` and `β` with mean 0.1·ch and variance 1 + ch, for
+    /// `m` values per channel (unit tests of the loops that use it).
+    #[cfg(test)]
+    pub(crate) fn test_affine(gamma: Vec<f32>, beta: Vec<f32>, mode: BnMode, m: usize) -> Self {
+        let c = gamma.len();
+        let mean: Vec<f32> = (0..c).map(|ch| 0.1 * ch as f32).collect();
+        let invstd: Vec<f32> = (0..c).map(|ch| 1.0 / (1.0 + ch as f32).sqrt()).collect();
+        let a: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
+        let cc: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
+        Self {
+            mode,
+            m,
+            mean,
+            invstd,
+            gamma,
+            a,
+            c: cc,
+        }
+    }
+
     /// `y = x·a + c` (then ReLU) over one plane of channel `ch`.
     #[inline]
     pub(crate) fn apply(&self, ch: usize, relu: bool, x: &[f32], y: &mut [f32]) {
+        super::simd::wide(
+            #[inline(always)]
+            || self.apply_base(ch, relu, x, y),
+        )
+    }
+
+    /// [`BnAffine::apply`] for the target the caller is compiled for.
+    #[inline(always)]
+    pub(crate) fn apply_base(&self, ch: usize, relu: bool, x: &[f32], y: &mut [f32]) {
         let (a, c) = (self.a[ch], self.c[ch]);
         if relu {
             y.iter_mut()
@@ -878,6 +916,21 @@ impl BnAffine {
     /// by the ReLU (pre-activation `x·a + c > 0`, recomputed from `x`) when `relu`.
     #[inline]
     pub(crate) fn plane_sums(&self, ch: usize, relu: bool, x: &[f32], dy: &[f32]) -> (f64, f64) {
+        super::simd::wide(
+            #[inline(always)]
+            || self.plane_sums_base(ch, relu, x, dy),
+        )
+    }
+
+    /// [`BnAffine::plane_sums`] for the target the caller is compiled for.
+    #[inline(always)]
+    pub(crate) fn plane_sums_base(
+        &self,
+        ch: usize,
+        relu: bool,
+        x: &[f32],
+        dy: &[f32],
+    ) -> (f64, f64) {
         if relu {
             let (ac, ccc) = (self.a[ch], self.c[ch]);
             sum2(x, dy, |x, dy| {
@@ -947,6 +1000,23 @@ impl BnGrad {
     /// masked by the ReLU when `relu`; written (`add = false`) or added (`add = true`).
     #[inline]
     pub(crate) fn apply(
+        &self,
+        ch: usize,
+        relu: bool,
+        x: &[f32],
+        dy: &[f32],
+        gx: &mut [f32],
+        add: bool,
+    ) {
+        super::simd::wide(
+            #[inline(always)]
+            || self.apply_base(ch, relu, x, dy, gx, add),
+        )
+    }
+
+    /// [`BnGrad::apply`] for the target the caller is compiled for.
+    #[inline(always)]
+    pub(crate) fn apply_base(
         &self,
         ch: usize,
         relu: bool,

@@ -215,6 +215,22 @@ pub fn down_block<const I: usize, const O: usize, T: Tape<f32, Cpu>>(
 /// input (`shortcut = None`) or the shortcut's batch-norm of `xs`; and, where `mask` is given,
 /// its ReLU mask as bits (`out > 0`).
 fn block_out(
+    bn2: (&BnAffine, usize),
+    shortcut: Option<(&BnAffine, &[f32])>,
+    x2: &[f32],
+    x: &[f32],
+    out: &mut [f32],
+    mask: Option<&mut [u64]>,
+) {
+    super::simd::wide(
+        #[inline(always)]
+        || block_out_base(bn2, shortcut, x2, x, out, mask),
+    )
+}
+
+/// [`block_out`] for the target the caller is compiled for.
+#[inline(always)]
+pub(crate) fn block_out_base(
     (bn2, hw): (&BnAffine, usize),
     shortcut: Option<(&BnAffine, &[f32])>,
     x2: &[f32],
@@ -253,6 +269,15 @@ fn block_out(
 
 /// `d = g` where the mask bit is set, 0 elsewhere (one image).
 fn masked(g: &[f32], mask: &[u64], d: &mut [f32]) {
+    super::simd::wide(
+        #[inline(always)]
+        || masked_base(g, mask, d),
+    )
+}
+
+/// [`masked`] for the target the caller is compiled for.
+#[inline(always)]
+pub(crate) fn masked_base(g: &[f32], mask: &[u64], d: &mut [f32]) {
     for ((d, g), &word) in d.chunks_mut(64).zip(g.chunks(64)).zip(mask) {
         for (i, (d, &g)) in d.iter_mut().zip(g).enumerate() {
             *d = if (word >> i) & 1 != 0 { g } else { 0.0 };

@@ -57,6 +57,7 @@ pub mod fused;
 pub mod generic;
 pub mod kernels;
 pub mod matmul;
+pub mod simd;
 
 use dfdx::prelude::*;
 
