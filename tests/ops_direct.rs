@@ -89,4 +89,6 @@ fn direct_kernel_matches_im2col_path() {
     check::<5, 7>((2, 9, 7)); // odd everything: 9·9 = 81 outputs, 7 channels of an 8-block
     check::<8, 12>((2, 1, 1)); // 1×1 image: only the centre tap sees data
     check::<4, 9>((1, 3, 20)); // wide rows, 9 = one block + 1
+    check::<3, 5>((2, 11, 1)); // one-pixel rows: a 16-lane vector spans up to 7 output rows
+    check::<6, 8>((1, 7, 2)); // two-pixel rows
 }
