@@ -6,7 +6,9 @@
 //! - [`cpu`]: a fast path for [`Cpu`] (3×3 "same" convolutions through the [`direct`] AVX-512
 //!   kernel where the CPU has it, other convolutions through im2col + the `gemm` crate's
 //!   AVX-512/AVX2 kernels; rayon over the batch or over channel planes, thread-local scratch
-//!   buffers), registered on the tape with `Tape::add_backward_op`;
+//!   buffers; convolution + batch-norm fused per layer and per ResNet block in [`fused`], their
+//!   memory-bound loops compiled for AVX-512/AVX2 at run time by [`simd::wide`]), registered on
+//!   the tape with `Tape::add_backward_op`;
 //! - [`generic`]: the same maths composed of dfdx's own ops (gather + matmul for conv,
 //!   reductions + broadcasts for batch-norm), so it runs on any dfdx device, CUDA included.
 //!
