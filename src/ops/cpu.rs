@@ -856,9 +856,21 @@ impl BnAffine {
                 (rm, rv.iter().map(|&v| 1.0 / (v + BN_EPS).sqrt()).collect())
             }
         };
-        // y = x·a + c with a = γ·invstd, c = β − mean·a
-        let a: Vec<f32> = (0..C).map(|ch| gamma[ch] * invstd[ch]).collect();
-        let c: Vec<f32> = (0..C).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
+        Self::from_stats(mode, m, (mean, invstd), gamma, &beta)
+    }
+
+    /// The map `y = x·a + c` with `a = γ·invstd`, `c = β − mean·a`, per channel.
+    fn from_stats(
+        mode: BnMode,
+        m: usize,
+        (mean, invstd): (Vec<f32>, Vec<f32>),
+        gamma: Vec<f32>,
+        beta: &[f32],
+    ) -> Self {
+        let a: Vec<f32> = (0..gamma.len()).map(|ch| gamma[ch] * invstd[ch]).collect();
+        let c: Vec<f32> = (0..gamma.len())
+            .map(|ch| beta[ch] - mean[ch] * a[ch])
+            .collect();
         Self {
             mode,
             m,
@@ -877,17 +889,7 @@ impl BnAffine {
         let c = gamma.len();
         let mean: Vec<f32> = (0..c).map(|ch| 0.1 * ch as f32).collect();
         let invstd: Vec<f32> = (0..c).map(|ch| 1.0 / (1.0 + ch as f32).sqrt()).collect();
-        let a: Vec<f32> = (0..c).map(|ch| gamma[ch] * invstd[ch]).collect();
-        let cc: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
-        Self {
-            mode,
-            m,
-            mean,
-            invstd,
-            gamma,
-            a,
-            c: cc,
-        }
+        Self::from_stats(mode, m, (mean, invstd), gamma, &beta)
     }
 
     /// `y = x·a + c` (then ReLU) over one plane of channel `ch`.
