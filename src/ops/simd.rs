@@ -153,18 +153,34 @@ mod tests {
             let mut reference: Option<Vec<Vec<u32>>> = None;
             for tier in tiers() {
                 let mut got = Vec::new();
-                let (s, m2) = on(tier, || plane_stats_base(&x));
+                let (s, m2) = on(
+                    tier,
+                    #[inline(always)]
+                    || plane_stats_base(&x),
+                );
                 got.push(bits64(&[s, m2]));
                 for ch in 0..2 {
                     for relu in [false, true] {
-                        let (a, b) = on(tier, || bn.plane_sums_base(ch, relu, &x, &dy));
+                        let (a, b) = on(
+                            tier,
+                            #[inline(always)]
+                            || bn.plane_sums_base(ch, relu, &x, &dy),
+                        );
                         got.push(bits64(&[a, b]));
                         let mut y = vec![0.0; n];
-                        on(tier, || bn.apply_base(ch, relu, &x, &mut y));
+                        on(
+                            tier,
+                            #[inline(always)]
+                            || bn.apply_base(ch, relu, &x, &mut y),
+                        );
                         got.push(bits(&y));
                         for add in [false, true] {
                             let mut gx = r.clone();
-                            on(tier, || g.apply_base(ch, relu, &x, &dy, &mut gx, add));
+                            on(
+                                tier,
+                                #[inline(always)]
+                                || g.apply_base(ch, relu, &x, &dy, &mut gx, add),
+                            );
                             got.push(bits(&gx));
                         }
                     }
@@ -175,9 +191,11 @@ mod tests {
                     let mut out = vec![0.0; 2 * n];
                     let mut mask = vec![0u64; (2 * n).div_ceil(64)];
                     let shortcut = sc.then_some((&bn, &xs[..]));
-                    on(tier, || {
-                        block_out_base((&bn, n), shortcut, &x2, &xin, &mut out, Some(&mut mask))
-                    });
+                    on(
+                        tier,
+                        #[inline(always)]
+                        || block_out_base((&bn, n), shortcut, &x2, &xin, &mut out, Some(&mut mask)),
+                    );
                     got.push(bits(&out));
                     got.push(
                         mask.iter()
@@ -187,7 +205,11 @@ mod tests {
                     // the ReLU both passes and clips values (so the mask is not trivial)
                     assert!(n < 64 || (mask.iter().any(|&w| w != 0) && out.contains(&0.0)));
                     let mut d = vec![1.0; 2 * n];
-                    on(tier, || masked_base(&xs, &mask, &mut d));
+                    on(
+                        tier,
+                        #[inline(always)]
+                        || masked_base(&xs, &mask, &mut d),
+                    );
                     got.push(bits(&d));
                 }
                 match &reference {
