@@ -200,8 +200,12 @@ where
         .iter()
         .map(|a| (a.clone(), arm_colour(arm_order, &arms, a), Swatch::Line))
         .collect();
-    let note =
-        "thick: mean over seeds\nthin: each seed\ndashed: random-init\n(epoch 0, no training)";
+    // The dashed reference lines are drawn only where the study has random-init runs.
+    let note = if references.is_empty() {
+        "thick: mean over seeds\nthin: each seed"
+    } else {
+        "thick: mean over seeds\nthin: each seed\ndashed: random-init\n(epoch 0, no training)"
+    };
     let (plot_area, legend_area) = split_legend(root, Some(note), &entries)?;
     let panels = plot_area.split_evenly((1, 3));
     let max_epoch = epochs
